@@ -1,0 +1,89 @@
+"""Admin HTTP: health, readiness, metrics and debug dumps. It reads the control plane's state and writes nothing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+from envoy.config.cluster.v3 import cluster_pb2  # noqa: F401  (registers the types json_format must resolve)
+from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: F401
+from envoy.config.listener.v3 import listener_pb2  # noqa: F401
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2  # noqa: F401
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from google.protobuf import json_format
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .metrics import Metrics
+from .sources.status import SourceStatus
+from .xds.cache import SnapshotCache
+from .xds.streams import StreamRegistry
+from .xds.types import short
+
+log = logging.getLogger(__name__)
+
+
+def make_app(
+    cache: SnapshotCache,
+    streams: StreamRegistry,
+    metrics: Metrics,
+    sources: Callable[[], Sequence[SourceStatus]],
+) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        waiting = [s.name for s in sources() if not s.synced]
+        if waiting:
+            return web.Response(status=503, text=f"waiting for sources: {', '.join(waiting)}\n")
+        return web.Response(text="ready\n")
+
+    async def metrics_page(_: web.Request) -> web.Response:
+        for status in sources():
+            metrics.source_up.labels(status.name).set(int(status.up))
+            metrics.source_stale.labels(status.name).set(int(status.stale))
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def debug_nodes(_: web.Request) -> web.Response:
+        nodes = {
+            node: {"streams": [s.to_json() for s in infos]} for node, infos in sorted(streams.by_node().items())
+        }
+        return web.json_response(nodes)
+
+    async def debug_snapshot(request: web.Request) -> web.Response:
+        node = request.match_info["node"]
+        if node not in cache.nodes():
+            return web.json_response({"error": f"no snapshot for node {node!r}"}, status=404)
+        snapshot = cache.get(node)
+        body = {
+            short(t): {
+                "version": snapshot.version(t),
+                "resources": [
+                    json_format.MessageToDict(resource.to_any()) for _, resource in sorted(snapshot.of_type(t).items())
+                ],
+            }
+            for t in sorted(snapshot.resources)
+        }
+        return web.json_response(body)
+
+    async def debug_sources(_: web.Request) -> web.Response:
+        return web.json_response([s.to_json() for s in sources()])
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/debug/nodes", debug_nodes)
+    app.router.add_get("/debug/snapshot/{node}", debug_snapshot)
+    app.router.add_get("/debug/sources", debug_sources)
+    return app
+
+
+async def start_admin(app: web.Application, address: str, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, address, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    log.info("admin HTTP listening on %s:%d", address, bound)
+    return runner, bound

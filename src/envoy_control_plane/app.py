@@ -1,0 +1,70 @@
+"""The control plane assembled: sources -> world -> controller -> snapshot cache -> xDS server, with admin beside."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from .admin import make_app, start_admin
+from .config import Config
+from .controller import Controller
+from .metrics import Metrics
+from .sources.manifests import ManifestSource
+from .sources.status import SourceStatus
+from .state import World
+from .translate.node import Addresses
+from .xds.cache import SnapshotCache
+from .xds.server import start_xds_server
+from .xds.streams import StreamRegistry
+
+log = logging.getLogger(__name__)
+
+
+class ControlPlane:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.world = World(self.metrics)
+        self.cache = SnapshotCache()
+        self.streams = StreamRegistry()
+        addresses = Addresses(ingress=config.ingress_address, egress=config.egress_address)
+        self.controller = Controller(self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000)
+        self.manifests = ManifestSource(config.manifests, self.world) if config.manifests else None
+        self.xds_port = 0
+        self.admin_port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stoppers: list = []
+
+    def sources(self) -> list[SourceStatus]:
+        return [self.manifests.status] if self.manifests else []
+
+    async def start(self) -> None:
+        """Load what can be loaded now, then serve; returns once both servers listen."""
+        if self.manifests:
+            self.manifests.load()
+        self.controller.rebuild(everything=True)
+        xds, self.xds_port = await start_xds_server(
+            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams
+        )
+        self._stoppers.append(lambda: xds.stop(grace=1))
+        runner, self.admin_port = await start_admin(
+            make_app(self.cache, self.streams, self.metrics, self.sources),
+            self.config.admin.address,
+            self.config.admin.port,
+        )
+        self._stoppers.append(runner.cleanup)
+        self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
+        if self.manifests:
+            self._tasks.append(asyncio.create_task(self.manifests.watch(), name="manifest-watch"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for stop in reversed(self._stoppers):
+            await stop()
+        self._tasks.clear()
+        self._stoppers.clear()

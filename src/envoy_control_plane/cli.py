@@ -1,0 +1,124 @@
+"""envoy-control-plane run | bootstrap | validate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import bootstrap
+from .config import Config, ConfigError, build_config, load_config
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="envoy-control-plane", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the control plane")
+    run.add_argument("--config", type=Path, help="config file (YAML or JSON; the original config.json list loads too)")
+    run.add_argument("--manifests", type=Path, action="append", help="manifest file or directory (repeatable)")
+    run.add_argument("--xds-port", type=int, help="override xds.port")
+    run.add_argument("--admin-port", type=int, help="override admin.port")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.set_defaults(func=_run)
+
+    boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap pointing at this control plane")
+    boot.add_argument("--node-id", required=True, help="the Envoy's node id (listeners' spec.nodename)")
+    boot.add_argument("--xds", default="127.0.0.1:18000", metavar="HOST:PORT", help="the control plane's xDS address")
+    boot.add_argument("--admin-port", type=int, default=9901, help="Envoy's admin port, on 127.0.0.1")
+    boot.add_argument("--delta", action="store_true", help="use incremental xDS (DELTA_GRPC)")
+    boot.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    boot.set_defaults(func=_bootstrap)
+
+    val = sub.add_parser("validate", help="check manifests and print every problem")
+    val.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+    val.set_defaults(func=_validate)
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"envoy-control-plane: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """The config file (if any) with the command-line overrides applied."""
+    config = load_config(args.config) if args.config else Config()
+    raw = config.model_dump()
+    if args.manifests:
+        raw["manifests"] = args.manifests
+    if args.xds_port is not None:
+        raw["xds"]["port"] = args.xds_port
+    if args.admin_port is not None:
+        raw["admin"]["port"] = args.admin_port
+    config = build_config(raw, source="command line")
+    if not config.manifests and not config.clusters:
+        raise ConfigError("nothing to serve: give --manifests PATH or a --config with manifests or clusters")
+    return config
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = resolve_config(args)
+    except ConfigError as e:
+        return _fail(str(e))
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_serve(config))
+    except OSError as e:
+        return _fail(str(e))
+    return 0
+
+
+async def _serve(config: Config) -> None:
+    from .app import ControlPlane  # imported late: argument errors should not wait for the protobuf imports
+
+    plane = ControlPlane(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await plane.start()
+    try:
+        await stop.wait()
+    finally:
+        logging.getLogger(__name__).info("stopping")
+        await plane.stop()
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    host, _, port = args.xds.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return _fail(f"--xds: expected HOST:PORT, got {args.xds!r}")
+    if not 1 <= args.admin_port <= 65535:
+        return _fail(f"--admin-port: expected 1-65535, got {args.admin_port}")
+    doc = bootstrap.render(args.node_id, host.strip("[]"), int(port), args.admin_port, delta=args.delta)
+    print(json.dumps(doc, indent=2) if args.format == "json" else yaml.safe_dump(doc, sort_keys=False), end="")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .sources.manifests import validate
+
+    count, problems = validate(args.paths)
+    for problem in problems:
+        print(problem)
+    print(f"{count} objects, {len(problems)} problems", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

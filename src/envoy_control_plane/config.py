@@ -1,0 +1,130 @@
+"""The control plane's configuration file (YAML or JSON), validated with pydantic.
+
+Two shapes load: the full mapping (`xds`, `admin`, `manifests`, `clusters`, ...) and the original project's
+`config.json`, a bare list of `{name, kubeconfig}` entries, which becomes the `clusters` list.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded as one line naming the key or file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Endpoint(_Strict):
+    address: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+
+
+class XdsConfig(Endpoint):
+    port: int = Field(default=18000, ge=1, le=65535)
+    # Hold a burst of source events this long before rebuilding snapshots, so a rollout is a few pushes, not many.
+    debounce_ms: int = Field(default=20, ge=0, le=10_000)
+
+
+class AdminConfig(Endpoint):
+    port: int = Field(default=18001, ge=1, le=65535)
+
+
+class ClusterConfig(_Strict):
+    """One Kubernetes cluster to watch. No kubeconfig means in-cluster credentials."""
+
+    name: str = Field(min_length=1)
+    kubeconfig: Path | None = None
+    context: str | None = None
+    namespace: str | None = None
+
+    @field_validator("kubeconfig")
+    @classmethod
+    def _exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.expanduser().is_file():
+            raise ValueError(f"file not found: {path}")
+        return path.expanduser() if path is not None else None
+
+
+class Config(_Strict):
+    xds: XdsConfig = XdsConfig()
+    admin: AdminConfig = AdminConfig()
+    manifests: list[Path] = []
+    clusters: list[ClusterConfig] = []
+    # Where IngressListeners listen; the original used 0.0.0.0. Tests bind loopback.
+    ingress_address: str = "0.0.0.0"
+    egress_address: str = "127.0.0.1"
+
+    @field_validator("manifests")
+    @classmethod
+    def _manifests_exist(cls, paths: list[Path]) -> list[Path]:
+        for path in paths:
+            if not path.exists():
+                raise ValueError(f"file or directory not found: {path}")
+        return paths
+
+    @field_validator("clusters")
+    @classmethod
+    def _unique_names(cls, clusters: list[ClusterConfig]) -> list[ClusterConfig]:
+        names = [c.name for c in clusters]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"cluster name {name!r} appears twice")
+        return clusters
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file; relative paths inside it are relative to the file."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+    if raw is None:
+        raw = {}
+    if isinstance(raw, list):  # the original project's config.json
+        raw = {"clusters": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping or a list of clusters")
+    return build_config(_resolve_paths(raw, path.parent), source=str(path))
+
+
+def build_config(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise ConfigError(f"{source}: {key}: {msg}") from None
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    raw = dict(raw)
+    if isinstance(raw.get("manifests"), list):
+        raw["manifests"] = [_under(base, p) for p in raw["manifests"]]
+    if isinstance(raw.get("clusters"), list):
+        raw["clusters"] = [
+            {**c, "kubeconfig": _under(base, c["kubeconfig"])} if isinstance(c, dict) and c.get("kubeconfig") else c
+            for c in raw["clusters"]
+        ]
+    return raw
+
+
+def _under(base: Path, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else base / p)

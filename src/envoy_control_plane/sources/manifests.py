@@ -1,0 +1,155 @@
+"""Objects from Kubernetes-style YAML files on disk, reloaded when the files change.
+
+A file may hold many documents, and `kind: List` documents (what `kubectl get -o yaml` prints). A file that no longer
+parses keeps the objects it last gave, and an invalid object keeps its last good version: a typo must not take down
+listeners that work. Every problem is reported with the file, the object and the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import watchfiles
+import yaml
+
+from ..model import KubeObject, ObjectError, ObjectRef, parse_object
+from ..state import World
+from .status import SourceStatus
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass
+class FileResult:
+    objects: dict[ObjectRef, KubeObject] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    unreadable: bool = False  # the whole file failed (I/O or YAML syntax)
+
+
+def manifest_files(paths: Iterable[Path]) -> list[Path]:
+    """The files named, and the YAML/JSON files below the directories named, in a stable order."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+        elif path.exists():
+            files.append(path)
+    return files
+
+
+def read_file(path: Path) -> FileResult:
+    result = FileResult()
+    try:
+        documents = list(yaml.safe_load_all(path.read_text()))
+    except OSError as e:
+        result.errors.append(f"{path}: cannot read: {e.strerror}")
+        result.unreadable = True
+        return result
+    except yaml.YAMLError as e:
+        result.errors.append(f"{path}: not valid YAML: {e}".replace("\n", " "))
+        result.unreadable = True
+        return result
+    for doc in _expand_lists(documents):
+        try:
+            obj = parse_object(doc)
+        except ObjectError as e:
+            result.errors.append(f"{path}: {e}")
+            continue
+        if obj is None:
+            continue
+        if obj.ref in result.objects:
+            result.errors.append(f"{path}: {obj.ref}: defined twice; the first definition is used")
+            continue
+        result.objects[obj.ref] = obj
+    return result
+
+
+def _expand_lists(documents: Iterable[Any]) -> Iterator[Any]:
+    for doc in documents:
+        if doc is None:
+            continue
+        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            yield from doc["items"]
+        else:
+            yield doc
+
+
+def validate(paths: Iterable[Path]) -> tuple[int, list[str]]:
+    """Check manifests without running anything: (objects found, problems)."""
+    count, problems = 0, []
+    files = manifest_files(paths)
+    for path in paths:
+        if not path.exists():
+            problems.append(f"{path}: no such file or directory")
+    seen: dict[ObjectRef, Path] = {}
+    for path in files:
+        result = read_file(path)
+        problems += result.errors
+        for ref in result.objects:
+            if ref in seen:
+                problems.append(f"{path}: {ref}: also defined in {seen[ref]}; the first definition is used")
+            else:
+                seen[ref] = path
+                count += 1
+    return count, problems
+
+
+class ManifestSource:
+    """Feeds the World from files, as the source named `name`, and keeps watching them."""
+
+    def __init__(self, paths: list[Path], world: World, name: str = "manifests") -> None:
+        self.paths = paths
+        self.world = world
+        self.status = SourceStatus(name=name, kind="manifests", detail={"paths": [str(p) for p in paths]})
+        self._last_good: dict[Path, dict[ObjectRef, KubeObject]] = {}
+
+    def load(self) -> None:
+        """Read every file and hand the result to the World as one replacement."""
+        problems: list[str] = []
+        current: dict[Path, dict[ObjectRef, KubeObject]] = {}
+        for path in manifest_files(self.paths):
+            result = read_file(path)
+            previous = self._last_good.get(path, {})
+            if result.unreadable:
+                current[path] = previous  # keep what the file gave before it broke
+            else:
+                # An object that turned invalid keeps its last good version, so its listener keeps working.
+                kept = {ref: obj for ref, obj in previous.items() if ref not in result.objects and _named(ref, result)}
+                current[path] = {**result.objects, **kept}
+            problems += result.errors
+        merged: dict[ObjectRef, KubeObject] = {}
+        for path, objects in current.items():
+            for ref, obj in objects.items():
+                if ref in merged:
+                    problems.append(f"{path}: {ref}: also defined in another file; the first is used")
+                    continue
+                merged[ref] = obj
+        self._last_good = current
+        for problem in problems:
+            if problem not in self.status.problems:
+                log.error("manifest problem: %s", problem)
+        self.status.problems = problems
+        self.status.synced = self.status.up = True
+        self.status.touch()
+        log.info("manifests: %d objects from %d files", len(merged), len(current))
+        self.world.replace(self.status.name, merged.values())
+
+    async def watch(self, stop: asyncio.Event | None = None) -> None:
+        """Reload on every change under the paths, until `stop` is set (or the task is cancelled)."""
+        watched = [p for p in self.paths if p.exists()]
+        async for changes in watchfiles.awatch(*watched, stop_event=stop, debounce=200, step=20):
+            log.info("manifests changed: %s", ", ".join(sorted({c[1] for c in changes})))
+            self.load()
+
+
+def _named(ref: ObjectRef, result: FileResult) -> bool:
+    """Whether the file still names this object (in a document that failed to parse)."""
+    prefix = f"{ref}:"
+    return any(f": {prefix}" in error for error in result.errors)

@@ -1,0 +1,207 @@
+"""The merged world: every object from every source, and what a change to it touches.
+
+Sources (Kubernetes clusters, manifest files) call `upsert`, `delete` and `replace`. The world keeps the objects, the
+endpoints of each Envoy cluster name (pod IPs merged across sources; one IP seen twice counts once), the listeners of
+each node, and the index "which nodes use which cluster name". Each change records the nodes it touches; the
+controller takes them with `take_dirty()` and rebuilds only those.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .metrics import Metrics
+from .model import EgressListener, IngressListener, KubeObject, Listener, ObjectRef, Pod
+
+log = logging.getLogger(__name__)
+
+SourceRef = tuple[str, ObjectRef]  # (source name, object) identifies an object across sources
+
+
+@dataclass(frozen=True)
+class NodeListeners:
+    """The listeners a node gets, after conflicts were resolved, and the messages for those rejected."""
+
+    accepted: tuple[Listener, ...]
+    rejected: tuple[str, ...]
+
+
+def listener_name(listener: Listener) -> str:
+    """The Envoy listener name, as the original project named it."""
+    prefix = "ingress" if isinstance(listener, IngressListener) else "egress"
+    return f"{prefix}_{listener.ref.name}"
+
+
+def used_cluster(listener: Listener) -> str | None:
+    """The Envoy cluster name (pod annotation value) whose endpoints shape this listener's config."""
+    if isinstance(listener, EgressListener):
+        return listener.spec.targetcluster
+    return listener.spec.rbacallowcluster
+
+
+class World:
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
+        self._objects: dict[SourceRef, KubeObject] = {}
+        self._seen_order: dict[SourceRef, int] = {}
+        self._counter = itertools.count()
+        # cluster name -> pod IP -> the pods (by source) that carry it
+        self._endpoints: dict[str, dict[str, set[SourceRef]]] = defaultdict(lambda: defaultdict(set))
+        self._node_listeners: dict[str, dict[SourceRef, Listener]] = defaultdict(dict)
+        self._cluster_users: dict[str, set[str]] = defaultdict(set)  # cluster name -> nodes
+        self._dirty_nodes: set[str] = set()
+        self._dirty_clusters: set[str] = set()
+        self._listeners_cache: dict[str, NodeListeners] = {}
+        self.on_change: Callable[[], None] | None = None
+
+    # ---- writes (sources) ----------------------------------------------------------------------------------------
+
+    def upsert(self, source: str, obj: KubeObject) -> None:
+        key = (source, obj.ref)
+        old = self._objects.get(key)
+        if old == obj:
+            return
+        self._remove(key, old)
+        self._objects[key] = obj
+        self._seen_order.setdefault(key, next(self._counter))
+        self._add(key, obj)
+        self._changed(source, obj.ref, "updated" if old else "added")
+
+    def delete(self, source: str, ref: ObjectRef) -> None:
+        key = (source, ref)
+        old = self._objects.pop(key, None)
+        if old is None:
+            return
+        self._seen_order.pop(key, None)
+        self._remove(key, old)
+        self._changed(source, ref, "deleted")
+
+    def replace(self, source: str, objects: Iterable[KubeObject], kinds: Iterable[str] | None = None) -> None:
+        """Make the source's objects (of these kinds, default all) exactly `objects`: a relist or a reread."""
+        wanted = {obj.ref: obj for obj in objects}
+        kind_set = set(kinds) if kinds is not None else None
+        gone = [
+            ref
+            for (src, ref) in self._objects
+            if src == source and ref not in wanted and (kind_set is None or ref.kind in kind_set)
+        ]
+        for ref in gone:
+            self.delete(source, ref)
+        for obj in wanted.values():
+            self.upsert(source, obj)
+
+    # ---- reads (translation, admin) ------------------------------------------------------------------------------
+
+    def endpoints(self, cluster_name: str) -> tuple[str, ...]:
+        """The IPs of the pods that can take traffic for this cluster name, sorted."""
+        ips = self._endpoints.get(cluster_name)
+        return tuple(sorted(ips)) if ips else ()
+
+    def nodes(self) -> list[str]:
+        return sorted(n for n, listeners in self._node_listeners.items() if listeners)
+
+    def cluster_names(self) -> list[str]:
+        return sorted(name for name, ips in self._endpoints.items() if ips)
+
+    def objects(self) -> dict[SourceRef, KubeObject]:
+        return dict(self._objects)
+
+    def listeners(self, node: str) -> NodeListeners:
+        """The node's listeners; of two on one port (or one Envoy name), the older stays and the newer is rejected."""
+        cached = self._listeners_cache.get(node)
+        if cached is None:
+            cached = self._listeners_cache[node] = self._resolve(node)
+        return cached
+
+    def take_dirty(self) -> tuple[set[str], set[str]]:
+        """The nodes and cluster names changed since the last call."""
+        nodes, clusters = self._dirty_nodes, self._dirty_clusters
+        self._dirty_nodes, self._dirty_clusters = set(), set()
+        return nodes, clusters
+
+    # ---- internals -----------------------------------------------------------------------------------------------
+
+    def _changed(self, source: str, ref: ObjectRef, what: str) -> None:
+        log.info("%s %s (source %s)", ref, what, source)
+        if self._metrics is not None:
+            self._metrics.source_events.labels(source, ref.kind).inc()
+        if self.on_change is not None:
+            self.on_change()
+
+    def _add(self, key: SourceRef, obj: KubeObject) -> None:
+        if isinstance(obj, Pod):
+            if obj.is_endpoint:
+                assert obj.cluster_name and obj.ip
+                holders = self._endpoints[obj.cluster_name][obj.ip]
+                holders.add(key)
+                if len(holders) == 1:
+                    self._cluster_changed(obj.cluster_name)
+            return
+        node = obj.spec.nodename
+        self._node_listeners[node][key] = obj
+        cluster = used_cluster(obj)
+        if cluster:
+            self._cluster_users[cluster].add(node)
+        self._node_changed(node)
+
+    def _remove(self, key: SourceRef, obj: KubeObject | None) -> None:
+        if obj is None:
+            return
+        if isinstance(obj, Pod):
+            if obj.is_endpoint:
+                assert obj.cluster_name and obj.ip
+                by_ip = self._endpoints[obj.cluster_name]
+                holders = by_ip[obj.ip]
+                holders.discard(key)
+                if not holders:
+                    del by_ip[obj.ip]
+                    if not by_ip:
+                        del self._endpoints[obj.cluster_name]
+                    self._cluster_changed(obj.cluster_name)
+            return
+        node = obj.spec.nodename
+        self._node_listeners[node].pop(key, None)
+        if not self._node_listeners[node]:
+            del self._node_listeners[node]
+        cluster = used_cluster(obj)
+        if cluster and not any(used_cluster(other) == cluster for other in self._node_listeners.get(node, {}).values()):
+            self._cluster_users[cluster].discard(node)
+            if not self._cluster_users[cluster]:
+                del self._cluster_users[cluster]
+        self._node_changed(node)
+
+    def _cluster_changed(self, cluster_name: str) -> None:
+        self._dirty_clusters.add(cluster_name)
+        for node in self._cluster_users.get(cluster_name, ()):
+            self._dirty_nodes.add(node)
+
+    def _node_changed(self, node: str) -> None:
+        self._dirty_nodes.add(node)
+        self._listeners_cache.pop(node, None)
+
+    def _resolve(self, node: str) -> NodeListeners:
+        entries = sorted(
+            self._node_listeners.get(node, {}).items(),
+            key=lambda item: (item[1].created or "~", self._seen_order[item[0]]),
+        )
+        accepted: list[Listener] = []
+        rejected: list[str] = []
+        by_port: dict[int, Listener] = {}
+        by_name: dict[str, Listener] = {}
+        for (source, _), listener in entries:
+            port, name = listener.spec.listenport, listener_name(listener)
+            holder = by_port.get(port) or by_name.get(name)
+            if holder is not None:
+                clash = f"port {port}" if by_port.get(port) is holder else f"Envoy name {name}"
+                rejected.append(
+                    f"{listener.ref} (source {source}) rejected on node {node}: {clash} is already taken by "
+                    f"the older {holder.ref}"
+                )
+                continue
+            by_port[port], by_name[name] = listener, listener
+            accepted.append(listener)
+        return NodeListeners(tuple(accepted), tuple(rejected))

@@ -1,0 +1,38 @@
+"""EDS: one ClusterLoadAssignment per (Envoy cluster name, target port), shared by every node that uses it."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+
+from ..xds.resource import Resource
+from ..xds.types import ENDPOINT
+from .common import socket_address
+
+
+def service_name(cluster_name: str, port: int) -> str:
+    """The EDS resource name: the pods of `cluster_name` on `port`."""
+    return f"{cluster_name}:{port}"
+
+
+@lru_cache(maxsize=16384)
+def load_assignment(cluster_name: str, port: int, ips: tuple[str, ...]) -> Resource:
+    """Built and encoded once per content; every node whose egress targets this cluster and port shares it."""
+    name = service_name(cluster_name, port)
+    message = endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=name,
+        endpoints=[
+            endpoint_components_pb2.LocalityLbEndpoints(
+                lb_endpoints=[
+                    endpoint_components_pb2.LbEndpoint(
+                        endpoint=endpoint_components_pb2.Endpoint(address=socket_address(ip, port))
+                    )
+                    for ip in ips
+                ]
+            )
+        ]
+        if ips
+        else [],
+    )
+    return Resource.of(ENDPOINT, name, message)

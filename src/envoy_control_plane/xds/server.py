@@ -1,0 +1,65 @@
+"""The gRPC wiring: the ADS service on grpc.aio, keepalive and stream limits, one protocol object per stream."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+
+from ..metrics import Metrics
+from .cache import SnapshotCache
+from .sotw import ProtocolError, SotwStream
+from .streams import StreamRegistry
+
+log = logging.getLogger(__name__)
+
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_concurrent_streams", 1_000),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+
+class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(self, cache: SnapshotCache, metrics: Metrics, streams: StreamRegistry) -> None:
+        self._cache = cache
+        self._metrics = metrics
+        self._streams = streams
+
+    async def StreamAggregatedResources(  # noqa: N802 (the generated API's name)
+        self, request_iterator: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[DiscoveryResponse]:
+        info = self._streams.open("sotw", context.peer())
+        self._metrics.streams_total.labels("sotw").inc()
+        self._metrics.connected_streams.labels("sotw").inc()
+        try:
+            async for response in SotwStream(self._cache, self._metrics, info).run(request_iterator):
+                yield response
+        except ProtocolError as e:
+            log.warning("stream %d from %s: %s", info.id, info.peer, e)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        finally:
+            self._metrics.connected_streams.labels("sotw").dec()
+            self._streams.close(info)
+            log.info("stream %d: node %s disconnected", info.id, info.node or "(unknown)")
+
+
+async def start_xds_server(
+    address: str, port: int, cache: SnapshotCache, metrics: Metrics, streams: StreamRegistry
+) -> tuple[grpc.aio.Server, int]:
+    """Start serving ADS; returns the server and the port it bound (useful with port 0)."""
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsService(cache, metrics, streams), server)
+    bound = server.add_insecure_port(f"{address}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen for xDS on {address}:{port}")
+    await server.start()
+    log.info("xDS (ADS) listening on %s:%d", address, bound)
+    return server, bound

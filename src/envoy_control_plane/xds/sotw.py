@@ -1,0 +1,203 @@
+"""State-of-the-world ADS: one stream's protocol, from requests and snapshots to responses.
+
+The rules (see XDS_PROTOCOL.md) in the order this module applies them:
+- the node is taken from the stream's first request and kept;
+- a request whose response_nonce is not the last one sent for its type is stale and ignored;
+- a request echoing the last nonce is an ACK, or a NACK when error_detail is set: a NACK is logged and counted, and
+  the rejected version is not sent again; the next push waits for new content;
+- a type is sent only when its version differs from what the client has (its version_info on a first request, else
+  what we last sent), when it subscribed names it was not sent, or after a CDS push (a fresh EDS ends warming);
+- one response per type is in flight at a time, and a type waits while an earlier type of PUSH_ORDER is unanswered
+  (make-before-break); a cluster the client's listeners still use stays in CDS until the new LDS is ACKed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+
+from ..metrics import Metrics
+from .cache import Snapshot, SnapshotCache
+from .resource import Resource, version_of
+from .streams import StreamInfo, TypeStatus
+from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, WILDCARD_TYPES, short
+
+log = logging.getLogger(__name__)
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol; the stream is ended with this message."""
+
+
+@dataclass
+class _TypeState:
+    status: TypeStatus = field(default_factory=TypeStatus)
+    subscribed: bool = False
+    pending: bool = False  # a response is out and neither ACKed nor NACKed
+    force: bool = False  # answer even if the version did not change
+    known_version: str | None = None  # what the client has or was last sent on this stream
+    sent: dict[str, Resource] = field(default_factory=dict)
+    acked: dict[str, Resource] = field(default_factory=dict)
+
+
+class SotwStream:
+    def __init__(self, cache: SnapshotCache, metrics: Metrics, info: StreamInfo) -> None:
+        self._cache = cache
+        self._metrics = metrics
+        self._info = info
+        self._snapshot: Snapshot | None = None
+        self._types: dict[str, _TypeState] = {}
+        self._nonces = 0
+        self._queue: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
+        self._wake_queued = False
+        self._cancel_watch = lambda: None
+
+    async def run(self, requests: AsyncIterator[DiscoveryRequest]) -> AsyncIterator[DiscoveryResponse]:
+        reader = asyncio.create_task(self._read(requests))
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is None:
+                    self._wake_queued = False
+                elif item.type_url == "":
+                    break  # the client closed its side
+                else:
+                    self._on_request(item)
+                for response in self._responses():
+                    yield response
+        finally:
+            reader.cancel()
+            self._cancel_watch()
+
+    async def _read(self, requests: AsyncIterator[DiscoveryRequest]) -> None:
+        try:
+            async for request in requests:
+                self._queue.put_nowait(request)
+        finally:
+            self._queue.put_nowait(DiscoveryRequest())  # end of stream
+
+    def _on_snapshot(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        if not self._wake_queued:
+            self._wake_queued = True
+            self._queue.put_nowait(None)
+
+    # ---- requests ------------------------------------------------------------------------------------------------
+
+    def _on_request(self, request: DiscoveryRequest) -> None:
+        if not self._info.node:
+            if not request.node.id:
+                raise ProtocolError("the first request of a stream must carry node.id")
+            self._info.node = request.node.id
+            self._snapshot = self._cache.get(self._info.node)
+            self._cancel_watch = self._cache.watch(self._info.node, self._on_snapshot)
+            log.info("stream %d: node %s connected (sotw, %s)", self._info.id, self._info.node, self._info.peer)
+        type_url = request.type_url
+        self._metrics.requests.labels(short(type_url)).inc()
+        state = self._state(type_url)
+        status = state.status
+        if request.response_nonce:
+            if request.response_nonce != status.nonce:
+                log.debug("node %s %s: stale nonce %s ignored", self._info.node, short(type_url), request.response_nonce)
+                return
+            state.pending = False
+            if request.HasField("error_detail"):
+                self._on_nack(type_url, state, request)
+            else:
+                status.acked_version = request.version_info
+                state.acked = state.sent
+                self._metrics.acks.labels(short(type_url)).inc()
+                log.debug("node %s %s: ACK %s", self._info.node, short(type_url), request.version_info)
+        elif not state.subscribed:
+            # A new stream knows only what the client declares: if it already has our version, nothing is sent.
+            state.known_version = request.version_info
+            status.acked_version = request.version_info
+            if self._snapshot is not None and request.version_info == self._snapshot.version(type_url):
+                state.acked = dict(self._snapshot.of_type(type_url))
+        names = frozenset(request.resource_names)
+        wildcard = type_url in WILDCARD_TYPES and (not names or "*" in names)
+        if not wildcard and state.subscribed and names - status.names:
+            state.force = True  # newly subscribed names are answered even when nothing changed
+        state.subscribed = True
+        status.names, status.wildcard = (frozenset(), True) if wildcard else (names, False)
+
+    def _on_nack(self, type_url: str, state: _TypeState, request: DiscoveryRequest) -> None:
+        status = state.status
+        status.nacks += 1
+        status.last_nack = request.error_detail.message
+        self._metrics.nacks.labels(short(type_url)).inc()
+        log.warning(
+            "node %s rejected %s version %s (keeps %s): %s",
+            self._info.node,
+            short(type_url),
+            status.sent_version,
+            request.version_info or "nothing",
+            request.error_detail.message,
+        )
+
+    def _state(self, type_url: str) -> _TypeState:
+        state = self._types.get(type_url)
+        if state is None:
+            state = self._types[type_url] = _TypeState()
+            self._info.types[type_url] = state.status
+        return state
+
+    # ---- responses -----------------------------------------------------------------------------------------------
+
+    def _responses(self) -> Iterator[DiscoveryResponse]:
+        if self._snapshot is None:
+            return
+        order = list(PUSH_ORDER) + sorted(set(self._types) - set(PUSH_ORDER))
+        for type_url in order:
+            state = self._types.get(type_url)
+            if state is None or not state.subscribed:
+                continue
+            if state.pending:
+                return  # later types wait until this one is answered
+            resources = self._resources(type_url, state)
+            version = version_of(resources)
+            if not state.force and version == state.known_version:
+                continue
+            yield self._response(type_url, state, version, resources)
+            return
+
+    def _resources(self, type_url: str, state: _TypeState) -> list[Resource]:
+        assert self._snapshot is not None
+        current = self._snapshot.of_type(type_url)
+        if not state.status.wildcard:
+            return [current[name] for name in sorted(state.status.names) if name in current]
+        resources = list(current.values())
+        if type_url == CLUSTER and LISTENER in self._types:
+            # Removals last: keep what the listeners the client still runs route to, until it ACKs new listeners.
+            still_used = {ref for listener in self._types[LISTENER].acked.values() for ref in listener.refs}
+            resources += [state.sent[name] for name in sorted(still_used - current.keys()) if name in state.sent]
+        return resources
+
+    def _response(
+        self, type_url: str, state: _TypeState, version: str, resources: list[Resource]
+    ) -> DiscoveryResponse:
+        self._nonces += 1
+        nonce = str(self._nonces)
+        state.pending, state.force, state.known_version = True, False, version
+        state.sent = {r.name: r for r in resources}
+        state.status.nonce, state.status.sent_version = nonce, version
+        if type_url == CLUSTER:
+            self._state(ENDPOINT).force = True  # envoy finishes warming an updated EDS cluster only on a new EDS
+        size = sum(len(r.body) for r in resources)
+        self._metrics.responses.labels(short(type_url)).inc()
+        self._metrics.response_bytes.labels(short(type_url)).inc(size)
+        log.info(
+            "node %s: sent %s version %s (%d resources, %d bytes)",
+            self._info.node,
+            short(type_url),
+            version,
+            len(resources),
+            size,
+        )
+        return DiscoveryResponse(
+            version_info=version, resources=[r.to_any() for r in resources], type_url=type_url, nonce=nonce
+        )

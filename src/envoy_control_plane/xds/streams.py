@@ -1,0 +1,73 @@
+"""What every open xDS stream knows, kept where the admin endpoints can read it."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .types import short
+
+
+@dataclass
+class TypeStatus:
+    """One stream's view of one type: what was sent, what the client has, and its last NACK."""
+
+    nonce: str = ""
+    sent_version: str = ""
+    acked_version: str = ""
+    names: frozenset[str] = frozenset()
+    wildcard: bool = False
+    nacks: int = 0
+    last_nack: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "wildcard": self.wildcard,
+            "subscribed": sorted(self.names),
+            "sent_version": self.sent_version,
+            "acked_version": self.acked_version,
+            "nonce": self.nonce,
+            "nacks": self.nacks,
+            "last_nack": self.last_nack,
+        }
+
+
+@dataclass
+class StreamInfo:
+    id: int
+    mode: str  # "sotw" or "delta"
+    peer: str
+    node: str = ""
+    opened: float = field(default_factory=time.time)
+    types: dict[str, TypeStatus] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stream": self.id,
+            "mode": self.mode,
+            "peer": self.peer,
+            "opened": self.opened,
+            "types": {short(t): s.to_json() for t, s in sorted(self.types.items())},
+        }
+
+
+class StreamRegistry:
+    def __init__(self) -> None:
+        self._streams: dict[int, StreamInfo] = {}
+        self._ids = itertools.count(1)
+
+    def open(self, mode: str, peer: str) -> StreamInfo:
+        info = StreamInfo(next(self._ids), mode, peer)
+        self._streams[info.id] = info
+        return info
+
+    def close(self, info: StreamInfo) -> None:
+        self._streams.pop(info.id, None)
+
+    def by_node(self) -> dict[str, list[StreamInfo]]:
+        nodes: dict[str, list[StreamInfo]] = {}
+        for info in self._streams.values():
+            nodes.setdefault(info.node, []).append(info)
+        return nodes

@@ -89,7 +89,8 @@ def load_config(path: Path) -> Config:
     try:
         raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+        detail = " ".join(str(e).split())
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {detail}") from None
     if raw is None:
         raw = {}
     if isinstance(raw, list):  # the original project's config.json

@@ -172,8 +172,9 @@ class SotwStream:
             return [current[name] for name in sorted(state.status.names) if name in current]
         resources = list(current.values())
         if type_url == CLUSTER and LISTENER in self._types:
-            # Removals last: keep what the listeners the client still runs route to, until it ACKs new listeners.
-            still_used = {ref for listener in self._types[LISTENER].acked.values() for ref in listener.refs}
+            # Removals last: keep what the listeners the client runs (or was sent) route to, until it ACKs new ones.
+            listeners = self._types[LISTENER]
+            still_used = {ref for lds in (listeners.acked, listeners.sent) for r in lds.values() for ref in r.refs}
             resources += [state.sent[name] for name in sorted(still_used - current.keys()) if name in state.sent]
         return resources
 

@@ -1,0 +1,194 @@
+"""The one module that talks to Kubernetes API servers, through kubernetes_asyncio.
+
+It offers what the reflectors need and nothing else: paged lists and watch streams of plain dicts (no model classes:
+parsing is `model.parse_object`'s job, and deserialising every pod into a V1Pod costs CPU for nothing). Every failure,
+whether HTTP, connection, timeout or a watch's ERROR event, comes out as one exception type, `KubeError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+
+class KubeError(Exception):
+    """A failed request or watch; `code` is the HTTP status (or the Status code of a watch ERROR event), None when
+    the server could not be reached or the connection broke."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def expired(self) -> bool:
+        """410 Gone: the resourceVersion asked for is older than the server keeps; only a relist helps."""
+        return self.code == 410
+
+
+@dataclass(frozen=True)
+class Resource:
+    kind: str
+    api_version: str  # "v1" for the core group, else "group/version"
+    plural: str
+
+    def path(self, namespace: str | None) -> str:
+        base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        return f"{base}/namespaces/{namespace}/{self.plural}" if namespace else f"{base}/{self.plural}"
+
+
+@dataclass(frozen=True)
+class ListResult:
+    items: list[dict[str, Any]]
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: str  # ADDED, MODIFIED, DELETED or BOOKMARK
+    object: dict[str, Any]
+
+    @property
+    def resource_version(self) -> str | None:
+        return (self.object.get("metadata") or {}).get("resourceVersion")
+
+
+@contextlib.contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """Turn connection-level failures into KubeError."""
+    try:
+        yield
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+        raise KubeError(f"{what}: {type(e).__name__}: {e}".rstrip(": ")) from e
+
+
+def _status_error(status: Any, fallback_code: int) -> KubeError:
+    """A KubeError from a `Status` object (an error body, or a watch ERROR event)."""
+    if not isinstance(status, dict):
+        return KubeError(f"HTTP {fallback_code}", fallback_code)
+    code = status.get("code") or fallback_code
+    reason = status.get("reason") or "Error"
+    return KubeError(f"{code} {reason}: {status.get('message', '')}".rstrip(": "), code)
+
+
+class WatchStream:
+    """One open watch: iterate it for events until the server ends the stream; `close()` when done."""
+
+    def __init__(self, response: aiohttp.ClientResponse, what: str) -> None:
+        self._response = response
+        self._what = what
+
+    async def __aiter__(self) -> AsyncIterator[WatchEvent]:
+        buffer = bytearray()
+        chunks = self._response.content.iter_any()
+        while True:
+            with _errors(self._what):
+                chunk = await anext(chunks, None)
+            if chunk is None:
+                return
+            buffer += chunk
+            *lines, rest = buffer.split(b"\n")
+            buffer = bytearray(rest)
+            for line in lines:
+                if line.strip():
+                    yield self._event(line)
+
+    def _event(self, line: bytes) -> WatchEvent:
+        with _errors(self._what):
+            event = json.loads(line)
+        if event.get("type") == "ERROR":
+            raise _status_error(event.get("object"), 500)
+        return WatchEvent(event.get("type", ""), event.get("object") or {})
+
+    async def close(self) -> None:
+        self._response.release()
+
+
+class KubeClient:
+    def __init__(self, api: k8s_client.ApiClient) -> None:
+        self._api = api
+
+    @property
+    def server(self) -> str:
+        return str(self._api.configuration.host)
+
+    async def _get(
+        self, path: str, params: dict[str, str], timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        what = f"GET {path}"
+        with _errors(what):
+            response = await self._api.call_api(
+                path, "GET", query_params=[(k, v) for k, v in params.items() if v],
+                header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+                response_types_map={}, _preload_content=False, _request_timeout=timeout,
+            )
+        if response.status >= 300:
+            with _errors(what):
+                text = await response.text()
+            response.release()
+            try:
+                body = json.loads(text)
+            except ValueError:
+                body = {"message": text[:200]}
+            raise _status_error(body, response.status)
+        return response
+
+    async def list(
+        self, resource: Resource, namespace: str | None, *, field_selector: str = "", page_size: int, timeout: float
+    ) -> ListResult:
+        """Every object, in pages; the resourceVersion to watch from is the first page's."""
+        items: list[dict[str, Any]] = []
+        resource_version, token = "", ""
+        while True:
+            params = {"fieldSelector": field_selector, "limit": str(page_size), "continue": token}
+            response = await self._get(resource.path(namespace), params, aiohttp.ClientTimeout(total=timeout))
+            with _errors(f"GET {resource.path(namespace)}"):
+                body = await response.json()
+            meta = body.get("metadata") or {}
+            items += body.get("items") or []
+            resource_version = resource_version or meta.get("resourceVersion", "")
+            token = meta.get("continue") or ""
+            if not token:
+                return ListResult(items, resource_version)
+
+    async def watch(
+        self, resource: Resource, namespace: str | None, *, resource_version: str, field_selector: str = "",
+        timeout_seconds: int, read_timeout: float,
+    ) -> WatchStream:
+        """Open a watch from `resource_version`, with bookmarks; the server ends it after `timeout_seconds`, and
+        the client gives up on a connection silent for `read_timeout`."""
+        params = {
+            "watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds), "fieldSelector": field_selector,
+        }
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=read_timeout, sock_read=read_timeout)
+        response = await self._get(resource.path(namespace), params, timeout)
+        return WatchStream(response, f"watch {resource.path(namespace)}")
+
+    async def close(self) -> None:
+        await self._api.close()
+
+
+async def connect(kubeconfig: Path | None, context: str | None) -> KubeClient:
+    """A client from a kubeconfig file (and context), or, without one, from the pod's service account."""
+    configuration = k8s_client.Configuration()
+    try:
+        if kubeconfig is None:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        else:
+            await k8s_config.load_kube_config(
+                config_file=str(kubeconfig), context=context, client_configuration=configuration,
+                persist_config=False,
+            )
+    except (k8s_config.ConfigException, OSError, ValueError) as e:
+        source = kubeconfig or "in-cluster service account"
+        raise KubeError(f"cannot load credentials from {source}: {e}") from e
+    return KubeClient(k8s_client.ApiClient(configuration))

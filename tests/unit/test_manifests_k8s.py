@@ -1,0 +1,165 @@
+"""The Kubernetes manifests under manifests/: well-formed, consistent with each other and with our own parsers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from envoy_control_plane.config import build_config
+from envoy_control_plane.model import EgressListener, IngressListener, Pod, parse_object
+
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+READ_ONLY = {"get", "list", "watch"}
+
+
+def documents(directory: str) -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted((MANIFESTS / directory).glob("*.yaml")):
+        docs += [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    return docs
+
+
+def one(directory: str, kind: str) -> dict[str, Any]:
+    [found] = [doc for doc in documents(directory) if doc["kind"] == kind]
+    return found
+
+
+def crd(plural: str) -> dict[str, Any]:
+    [found] = [doc for doc in documents("crds") if doc.get("spec", {}).get("names", {}).get("plural") == plural]
+    return found
+
+
+def test_every_yaml_file_parses_into_objects_with_kind_and_api_version() -> None:
+    files = sorted(MANIFESTS.rglob("*.yaml"))
+    assert files
+    for path in files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert isinstance(doc, dict) and doc.get("apiVersion") and doc.get("kind"), path
+            assert doc["kind"] == "Kustomization" or doc["metadata"]["name"], path
+
+
+@pytest.mark.parametrize(("plural", "group", "kind", "required", "optional", "columns"), [
+    ("ingresslisteners", "ingresslistener.envoy.uw.systems", "IngressListener",
+     ["nodename", "listenport", "targetport"], ["rbacallowcluster"], "RBAC allow cluster"),
+    ("egresslisteners", "egresslistener.envoy.uw.systems", "EgressListener",
+     ["nodename", "listenport", "targetport", "targetcluster"], [], "Target cluster"),
+])
+def test_crd(plural: str, group: str, kind: str, required: list[str], optional: list[str], columns: str) -> None:
+    doc = crd(plural)
+    assert doc["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert doc["metadata"]["name"] == f"{plural}.{group}"
+    spec = doc["spec"]
+    assert (spec["group"], spec["scope"], spec["names"]["kind"]) == (group, "Namespaced", kind)
+    [version] = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
+    schema = version["schema"]["openAPIV3Schema"]["properties"]
+    assert schema["status"]["x-kubernetes-preserve-unknown-fields"] is True
+    fields = schema["spec"]["properties"]
+    assert schema["spec"]["required"] == required
+    assert sorted(fields) == sorted(required + optional)
+    for port in ("listenport", "targetport"):
+        assert (fields[port]["type"], fields[port]["minimum"], fields[port]["maximum"]) == ("integer", 1, 65535)
+    for name in ["nodename", *required[3:], *optional]:
+        assert fields[name]["type"] == "string"
+    printed = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert list(printed) == ["Node", "Listen port", "Target port", columns, "Age"]
+    assert printed["Age"] == ".metadata.creationTimestamp"
+    for name, path in printed.items():
+        assert name == "Age" or path.removeprefix(".spec.") in fields
+
+
+def test_examples_parse_with_our_model() -> None:
+    parsed = [parse_object(doc) for doc in documents("examples")]
+    [pod] = [o for o in parsed if isinstance(o, Pod)]
+    [ingress] = [o for o in parsed if isinstance(o, IngressListener)]
+    [egress] = [o for o in parsed if isinstance(o, EgressListener)]
+    assert (pod.ref.name, pod.cluster_name) == ("test-app", "test-cluster")
+    assert ingress.spec.model_dump() == {
+        "nodename": "test-node", "listenport": 8080, "targetport": 8081, "rbacallowcluster": "test-cluster",
+    }
+    assert egress.spec.model_dump() == {
+        "nodename": "test-node", "listenport": 9090, "targetport": 8080, "targetcluster": "test-cluster",
+    }
+
+
+def test_cluster_role_only_reads_what_the_control_plane_watches() -> None:
+    rules = one("deploy", "ClusterRole")["rules"]
+    assert all(set(rule["verbs"]) <= READ_ONLY for rule in rules)
+    granted = {(group, resource) for rule in rules for group in rule["apiGroups"] for resource in rule["resources"]}
+    assert granted == {
+        ("", "pods"),
+        ("ingresslistener.envoy.uw.systems", "ingresslisteners"),
+        ("egresslistener.envoy.uw.systems", "egresslisteners"),
+    }
+
+
+def test_binding_ties_the_role_to_the_deployments_service_account() -> None:
+    binding, account = one("deploy", "ClusterRoleBinding"), one("deploy", "ServiceAccount")
+    role = one("deploy", "ClusterRole")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": role["metadata"]["name"]}
+    namespace = one("deploy", "Namespace")["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": namespace}]
+    pod_spec = one("deploy", "Deployment")["spec"]["template"]["spec"]
+    assert pod_spec["serviceAccountName"] == account["metadata"]["name"]
+
+
+@pytest.mark.parametrize("directory", ["crds", "deploy"])
+def test_kustomization_lists_exactly_the_files_there(directory: str) -> None:
+    kustomization = yaml.safe_load((MANIFESTS / directory / "kustomization.yaml").read_text())
+    listed = kustomization["resources"]
+    for entry in listed:
+        target = MANIFESTS / directory / entry
+        assert target.is_file() or (target / "kustomization.yaml").is_file(), entry
+    present = {p.name for p in (MANIFESTS / directory).glob("*.yaml")} - {"kustomization.yaml"}
+    assert present <= set(listed)
+
+
+def test_config_map_holds_a_valid_config_for_the_local_cluster() -> None:
+    raw = yaml.safe_load(one("deploy", "ConfigMap")["data"]["config.yaml"])
+    assert raw == {
+        "xds": {"address": "0.0.0.0", "port": 18000},
+        "admin": {"address": "0.0.0.0", "port": 18001},
+        "clusters": [{"name": "local"}],
+    }
+    config = build_config(raw)
+    assert [(c.name, c.kubeconfig) for c in config.clusters] == [("local", None)]
+
+
+def test_deployment_runs_the_config_from_the_config_map_and_probes_admin() -> None:
+    deployment, config_map = one("deploy", "Deployment"), one("deploy", "ConfigMap")
+    template = deployment["spec"]["template"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    [container] = template["spec"]["containers"]
+    command = container["command"] + container["args"]
+    assert command[:3] == ["envoy-control-plane", "run", "--config"]
+    [mount] = container["volumeMounts"]
+    assert Path(command[3]) == Path(mount["mountPath"]) / "config.yaml"
+    [volume] = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"xds": 18000, "admin": 18001}
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        get = container[probe]["httpGet"]
+        assert get["path"] == path and ports.get(get["port"], get["port"]) == 18001
+
+
+def test_service_exposes_xds_and_admin_of_the_deployments_pods() -> None:
+    service, deployment = one("deploy", "Service"), one("deploy", "Deployment")
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    ports = {p["port"]: (p["targetPort"], p.get("appProtocol")) for p in service["spec"]["ports"]}
+    assert ports == {18000: ("xds", "grpc"), 18001: ("admin", "http")}
+
+
+def test_namespaced_objects_live_in_the_control_plane_namespace() -> None:
+    namespace = one("deploy", "Namespace")["metadata"]["name"]
+    kustomization = yaml.safe_load((MANIFESTS / "deploy" / "kustomization.yaml").read_text())
+    assert namespace == kustomization["namespace"] == "envoy-control-plane"
+    for doc in documents("deploy"):
+        if doc["kind"] in ("ServiceAccount", "ConfigMap", "Deployment", "Service"):
+            assert doc["metadata"]["namespace"] == namespace, doc["kind"]

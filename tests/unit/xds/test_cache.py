@@ -1,0 +1,29 @@
+from envoy_control_plane.xds.cache import Snapshot, SnapshotCache
+from envoy_control_plane.xds.resource import Resource
+from envoy_control_plane.xds.types import CLUSTER, LISTENER
+from google.protobuf.wrappers_pb2 import StringValue
+
+
+def res(type_url: str, name: str, content: str) -> Resource:
+    return Resource.of(type_url, name, StringValue(value=content))
+
+
+def test_versions_come_from_content_not_order_or_time():
+    a = Snapshot.build({CLUSTER: [res(CLUSTER, "x", "1"), res(CLUSTER, "y", "2")]})
+    b = Snapshot.build({CLUSTER: [res(CLUSTER, "y", "2"), res(CLUSTER, "x", "1")]})
+    c = Snapshot.build({CLUSTER: [res(CLUSTER, "y", "2"), res(CLUSTER, "x", "changed")]})
+    assert a.version(CLUSTER) == b.version(CLUSTER) != c.version(CLUSTER)
+
+
+def test_set_tells_watchers_only_of_real_changes():
+    cache = SnapshotCache()
+    seen: list[Snapshot] = []
+    cancel = cache.watch("n", seen.append)
+    first = Snapshot.build({CLUSTER: [res(CLUSTER, "x", "1")], LISTENER: []})
+    assert cache.set("n", first) == [CLUSTER]
+    assert cache.set("n", Snapshot.build({CLUSTER: [res(CLUSTER, "x", "1")], LISTENER: []})) == []
+    assert cache.set("other", Snapshot.build({LISTENER: [res(LISTENER, "l", "1")]})) == [LISTENER]
+    assert seen == [first]
+    cancel()
+    cache.set("n", Snapshot.build({}))
+    assert seen == [first]

@@ -1,0 +1,255 @@
+"""The SotW protocol rules of XDS_PROTOCOL.md, one test each, driving a stream without gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+from google.rpc.status_pb2 import Status
+
+from envoy_control_plane.metrics import Metrics
+from envoy_control_plane.xds.cache import Snapshot, SnapshotCache
+from envoy_control_plane.xds.resource import Resource
+from envoy_control_plane.xds.sotw import ProtocolError, SotwStream
+from envoy_control_plane.xds.streams import StreamRegistry
+from envoy_control_plane.xds.types import CLUSTER, ENDPOINT, LISTENER
+
+NODE = "node-1"
+
+
+def cluster(name: str, timeout: int = 1) -> Resource:
+    msg = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
+    msg.connect_timeout.seconds = timeout
+    return Resource.of(CLUSTER, name, msg)
+
+
+def cla(name: str, port: int = 80) -> Resource:
+    msg = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    msg.endpoints.add().lb_endpoints.add().endpoint.address.socket_address.port_value = port
+    return Resource.of(ENDPOINT, name, msg)
+
+
+def listener(name: str, cluster_name: str, port: int = 9000) -> Resource:
+    msg = listener_pb2.Listener(name=name)
+    msg.address.socket_address.port_value = port
+    return Resource.of(LISTENER, name, msg, refs=[cluster_name])
+
+
+def snapshot(*resources: Resource) -> Snapshot:
+    by_type: dict[str, list[Resource]] = {CLUSTER: [], ENDPOINT: [], LISTENER: []}
+    for r in resources:
+        by_type[r.type_url].append(r)
+    return Snapshot.build(by_type)
+
+
+class Client:
+    """Plays Envoy: sends requests into a SotwStream and reads what it answers."""
+
+    def __init__(self, cache: SnapshotCache, metrics: Metrics) -> None:
+        self.requests: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
+        self.info = StreamRegistry().open("sotw", "test")
+        self.stream = SotwStream(cache, metrics, self.info)
+        self.responses = self.stream.run(self._requests())
+        self.first = True
+
+    async def _requests(self) -> AsyncIterator[DiscoveryRequest]:
+        while (request := await self.requests.get()) is not None:
+            yield request
+
+    def send(self, type_url: str, names=(), version="", nonce="", error: str | None = None) -> None:
+        request = DiscoveryRequest(type_url=type_url, resource_names=list(names), version_info=version,
+                                   response_nonce=nonce)
+        if self.first:
+            request.node.id = NODE
+            self.first = False
+        if error:
+            request.error_detail.CopyFrom(Status(code=3, message=error))
+        self.requests.put_nowait(request)
+
+    def ack(self, response: DiscoveryResponse, names=()) -> None:
+        self.send(response.type_url, names, response.version_info, response.nonce)
+
+    async def recv(self) -> DiscoveryResponse:
+        return await asyncio.wait_for(anext(self.responses), 2)
+
+    async def silent(self) -> None:
+        """Nothing arrives for a short while."""
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._pending()), 0.2)
+
+    async def _pending(self) -> DiscoveryResponse:
+        if not hasattr(self, "_next"):
+            self._next = asyncio.ensure_future(anext(self.responses))
+        return await self._next
+
+    async def recv_after_silent(self) -> DiscoveryResponse:
+        response = await asyncio.wait_for(self._pending(), 2)
+        del self._next
+        return response
+
+    async def close(self) -> None:
+        self.requests.put_nowait(None)
+        if hasattr(self, "_next"):
+            self._next.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await self._next
+        await self.responses.aclose()
+
+
+@pytest.fixture
+def cache() -> SnapshotCache:
+    return SnapshotCache()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def client(cache, metrics):
+    c = Client(cache, metrics)
+    yield c
+    await c.close()
+
+
+def names(response: DiscoveryResponse) -> list[str]:
+    decoders = {CLUSTER: cluster_pb2.Cluster, LISTENER: listener_pb2.Listener}
+    if response.type_url == ENDPOINT:
+        return [endpoint_pb2.ClusterLoadAssignment.FromString(a.value).cluster_name for a in response.resources]
+    return [decoders[response.type_url].FromString(a.value).name for a in response.resources]
+
+
+async def test_first_wildcard_request_is_answered_even_when_empty(client):
+    client.send(CLUSTER)
+    response = await client.recv()
+    assert response.type_url == CLUSTER and names(response) == [] and response.version_info
+
+
+async def test_ack_then_change_sends_new_version(cache, client):
+    cache.set(NODE, snapshot(cluster("a")))
+    client.send(CLUSTER)
+    first = await client.recv()
+    assert names(first) == ["a"]
+    client.ack(first)
+    await client.silent()
+    cache.set(NODE, snapshot(cluster("a"), cluster("b")))
+    second = await client.recv_after_silent()
+    assert sorted(names(second)) == ["a", "b"] and second.version_info != first.version_info
+    assert client.info.types[CLUSTER].acked_version == first.version_info
+
+
+async def test_nack_is_counted_and_not_resent(cache, client, metrics):
+    cache.set(NODE, snapshot(cluster("a")))
+    client.send(CLUSTER)
+    bad = await client.recv()
+    client.send(CLUSTER, version="", nonce=bad.nonce, error="port in use")
+    await client.silent()
+    assert metrics.nacks.labels("CDS")._value.get() == 1
+    assert client.info.types[CLUSTER].last_nack == "port in use"
+    cache.set(NODE, snapshot(cluster("a", timeout=2)))
+    fixed = await client.recv_after_silent()
+    assert fixed.version_info != bad.version_info
+
+
+async def test_stale_nonce_is_ignored(cache, client):
+    cache.set(NODE, snapshot(cluster("a")))
+    client.send(CLUSTER)
+    first = await client.recv()
+    client.ack(first)
+    cache.set(NODE, snapshot(cluster("b")))
+    second = await client.recv()
+    client.send(CLUSTER, version=first.version_info, nonce=first.nonce)  # superseded by `second`
+    await client.silent()
+    client.ack(second)
+    await client.silent()
+
+
+async def test_named_types_carry_only_subscribed_names_and_new_names_are_answered(cache, client):
+    cache.set(NODE, snapshot(cla("x"), cla("y")))
+    client.send(ENDPOINT, ["x"])
+    first = await client.recv()
+    assert names(first) == ["x"]
+    client.ack(first, ["x", "ghost"])  # a name we do not have: answered with what exists, never stalled
+    second = await client.recv()
+    assert names(second) == ["x"]
+    client.ack(second, ["x", "ghost", "y"])
+    third = await client.recv()
+    assert sorted(names(third)) == ["x", "y"]
+
+
+async def test_make_before_break_cds_then_eds_then_lds(cache, client):
+    cache.set(NODE, snapshot(cluster("a"), cla("a"), listener("l", "a")))
+    client.send(CLUSTER)
+    client.ack(await client.recv())
+    client.send(ENDPOINT, ["a"])
+    client.ack(await client.recv(), ["a"])
+    client.send(LISTENER)
+    client.ack(await client.recv())
+    cache.set(NODE, snapshot(cluster("a", timeout=3), cla("a", port=81), listener("l", "a", port=9001)))
+    cds = await client.recv()
+    assert cds.type_url == CLUSTER
+    await client.silent()  # EDS and LDS wait for the CDS answer
+    client.ack(cds)
+    eds = await client.recv_after_silent()
+    assert eds.type_url == ENDPOINT
+    await client.silent()  # LDS waits for the EDS answer
+    client.ack(eds, ["a"])
+    lds = await client.recv_after_silent()
+    assert lds.type_url == LISTENER
+
+
+async def test_cds_push_is_followed_by_fresh_eds_even_if_endpoints_unchanged(cache, client):
+    cache.set(NODE, snapshot(cluster("a"), cla("a")))
+    client.send(CLUSTER)
+    cds = await client.recv()
+    client.ack(cds)
+    client.send(ENDPOINT, ["a"])
+    eds = await client.recv()
+    client.ack(eds, ["a"])
+    cache.set(NODE, snapshot(cluster("a", timeout=5), cla("a")))
+    cds2 = await client.recv()
+    client.ack(cds2)
+    eds2 = await client.recv()
+    assert eds2.type_url == ENDPOINT and eds2.version_info == eds.version_info and eds2.nonce != eds.nonce
+
+
+async def test_reconnect_with_current_versions_sends_nothing(cache, metrics):
+    cache.set(NODE, snapshot(cluster("a"), cla("a"), listener("l", "a")))
+    client = Client(cache, metrics)
+    try:
+        client.send(CLUSTER, version=cache.get(NODE).version(CLUSTER))
+        client.send(ENDPOINT, ["a"], version=Snapshot.build({ENDPOINT: [cla("a")]}).version(ENDPOINT))
+        client.send(LISTENER, version=cache.get(NODE).version(LISTENER))
+        await client.silent()
+    finally:
+        await client.close()
+
+
+async def test_removed_listener_cluster_goes_after_the_listener(cache, client):
+    cache.set(NODE, snapshot(cluster("a"), listener("l", "a")))
+    client.send(CLUSTER)
+    client.ack(cds := await client.recv())
+    client.send(LISTENER)
+    client.ack(await client.recv())
+    cache.set(NODE, snapshot())
+    lds = await client.recv()  # the listener goes first; CDS still needs "a" for it, so CDS is unchanged
+    assert lds.type_url == LISTENER and names(lds) == []
+    await client.silent()
+    client.ack(lds)
+    gone = await client.recv_after_silent()
+    assert gone.type_url == CLUSTER and names(gone) == [] and gone.version_info != cds.version_info
+
+
+async def test_first_request_without_node_is_refused(cache, metrics):
+    client = Client(cache, metrics)
+    client.first = False
+    client.send(CLUSTER)
+    with pytest.raises(ProtocolError):
+        await client.recv()

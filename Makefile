@@ -2,26 +2,30 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+# One stamp per extra: reinstalled when pyproject.toml changes.
+$(VENV)/.demo: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $@
 
-install: $(STAMP)
-
-demo: $(STAMP)
+demo: $(VENV)/.demo
 	$(BIN)/python -m demo
 
-test: $(STAMP)
+test: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
-	$(BIN)/python bench/fanout.py
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench.fanout
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

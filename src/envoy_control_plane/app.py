@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from .admin import make_app, start_admin
 from .config import Config
@@ -17,6 +19,9 @@ from .translate.node import Addresses
 from .xds.cache import SnapshotCache
 from .xds.server import start_xds_server
 from .xds.streams import StreamRegistry
+
+if TYPE_CHECKING:
+    from .sources.kubernetes import KubernetesSource
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +36,18 @@ class ControlPlane:
         addresses = Addresses(ingress=config.ingress_address, egress=config.egress_address)
         self.controller = Controller(self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000)
         self.manifests = ManifestSource(config.manifests, self.world) if config.manifests else None
+        self.clusters: list[KubernetesSource] = []
+        if config.clusters:
+            from .sources.kubernetes import KubernetesSource  # kubernetes_asyncio is heavy: only when it is used
+
+            self.clusters = [KubernetesSource(c, self.world, metrics=self.metrics) for c in config.clusters]
         self.xds_port = 0
         self.admin_port = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self._stoppers: list = []
+        self._stoppers: list[Callable[[], Awaitable[None]]] = []
 
     def sources(self) -> list[SourceStatus]:
-        return [self.manifests.status] if self.manifests else []
+        return ([self.manifests.status] if self.manifests else []) + [c.status for c in self.clusters]
 
     async def start(self) -> None:
         """Load what can be loaded now, then serve; returns once both servers listen."""
@@ -57,6 +67,8 @@ class ControlPlane:
         self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
         if self.manifests:
             self._tasks.append(asyncio.create_task(self.manifests.watch(), name="manifest-watch"))
+        for cluster in self.clusters:
+            self._tasks.append(asyncio.create_task(cluster.run(), name=f"cluster-{cluster.cluster.name}"))
 
     async def stop(self) -> None:
         for task in self._tasks:

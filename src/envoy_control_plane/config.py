@@ -14,6 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
+MANIFEST_SOURCE = "manifests"  # the source name of manifest files; no Kubernetes cluster may take it
+
+
 class ConfigError(ValueError):
     """A configuration problem, worded as one line naming the key or file."""
 
@@ -74,6 +77,8 @@ class Config(_Strict):
     @classmethod
     def _unique_names(cls, clusters: list[ClusterConfig]) -> list[ClusterConfig]:
         names = [c.name for c in clusters]
+        if MANIFEST_SOURCE in names:
+            raise ValueError(f"{MANIFEST_SOURCE!r} names the manifest files' source; call the cluster otherwise")
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(f"cluster name {name!r} appears twice")

@@ -17,6 +17,7 @@ from typing import Any
 import watchfiles
 import yaml
 
+from ..config import MANIFEST_SOURCE
 from ..model import KubeObject, ObjectError, ObjectRef, parse_object
 from ..state import World
 from .status import SourceStatus
@@ -104,7 +105,7 @@ def validate(paths: Iterable[Path]) -> tuple[int, list[str]]:
 class ManifestSource:
     """Feeds the World from files, as the source named `name`, and keeps watching them."""
 
-    def __init__(self, paths: list[Path], world: World, name: str = "manifests") -> None:
+    def __init__(self, paths: list[Path], world: World, name: str = MANIFEST_SOURCE) -> None:
         self.paths = paths
         self.world = world
         self.status = SourceStatus(name=name, kind="manifests", detail={"paths": [str(p) for p in paths]})

@@ -6,9 +6,12 @@ The rules (see XDS_PROTOCOL.md) in the order this module applies them:
 - a request echoing the last nonce is an ACK, or a NACK when error_detail is set: a NACK is logged and counted, and
   the rejected version is not sent again; the next push waits for new content;
 - a type is sent only when its version differs from what the client has (its version_info on a first request, else
-  what we last sent), when it subscribed names it was not sent, or after a CDS push (a fresh EDS ends warming);
+  what we last sent), when it subscribed names it was not sent, or after a CDS push (a fresh EDS ends warming); a
+  named type with no names subscribed gets nothing (Envoy does not ACK responses to an empty subscription);
 - one response per type is in flight at a time, and a type waits while an earlier type of PUSH_ORDER is unanswered
-  (make-before-break); a cluster the client's listeners still use stays in CDS until the new LDS is ACKed.
+  (make-before-break), with one exception: EDS does not wait for a CDS answer, because Envoy holds its CDS ACK until
+  the new clusters have warmed, and an EDS cluster warms only on an EDS response. A cluster the client's listeners
+  still use stays in CDS until the new LDS is ACKed.
 """
 
 from __future__ import annotations
@@ -152,18 +155,29 @@ class SotwStream:
         if self._snapshot is None:
             return
         order = list(PUSH_ORDER) + sorted(set(self._types) - set(PUSH_ORDER))
+        cds_unanswered = False
         for type_url in order:
             state = self._types.get(type_url)
             if state is None or not state.subscribed:
                 continue
+            if cds_unanswered and type_url != ENDPOINT:
+                return  # only EDS may pass an unanswered CDS
             if state.pending:
+                if type_url == CLUSTER:
+                    cds_unanswered = True  # Envoy ACKs CDS once its new clusters warm, which takes an EDS response
+                    continue
                 return  # later types wait until this one is answered
+            if not state.status.wildcard and not state.status.names:
+                state.force = False  # nothing subscribed: Envoy would not even ACK a response
+                continue
             resources = self._resources(type_url, state)
             version = version_of(resources)
             if not state.force and version == state.known_version:
                 continue
             yield self._response(type_url, state, version, resources)
-            return
+            if type_url != CLUSTER:
+                return
+            cds_unanswered = True
 
     def _resources(self, type_url: str, state: _TypeState) -> list[Resource]:
         assert self._snapshot is not None

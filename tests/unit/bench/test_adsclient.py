@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterable
 
 import grpc
+import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -18,7 +19,7 @@ from google.protobuf.message import Message
 from bench.adsclient import CDS, EDS, LDS, AdsClient, DeltaClient, SotwClient
 from bench.simfleet import Fleet
 
-pytestmark = pytest_timeout = __import__("pytest").mark.timeout(20)
+pytestmark = pytest.mark.timeout(20)
 
 Reply = Callable[[int, Message], Iterable[Message] | None]
 
@@ -189,6 +190,21 @@ async def test_sotw_nack_keeps_old_version() -> None:
         assert client.nacks_sent == 1 and [a.nacked for a in client.arrivals] == [True, False]
 
 
+async def test_sotw_subscribes_lds_at_initial_fetch_timeout() -> None:
+    def reply(_stream: int, request: Message) -> list[Message]:
+        if request.type_url == CDS and not request.response_nonce:
+            return [sotw(CDS, "c1", "n1", eds_cluster("web"))]
+        return []  # never any EDS: the cluster stays warming
+
+    client = SotwClient("node-3", node_profile="minimal", init_fetch_timeout=0.3)
+    async with ads_server(reply) as (fake, address), running(client, address):
+        await fake.received(3)
+        await asyncio.sleep(0.1)
+        assert len(fake.requests) == 3  # CDS, EDS, CDS ACK: LDS waits
+        await fake.received(4)
+        assert sotw_seen(fake)[3] == (LDS, "", "", [], "")
+
+
 async def test_delta_subscribes_acks_nacks_and_resumes() -> None:
     def reply(stream: int, request: Message) -> list[Message] | None:
         if request.HasField("error_detail"):
@@ -225,7 +241,7 @@ async def test_delta_subscribes_acks_nacks_and_resumes() -> None:
             (2, EDS, [], ["web-svc"], {}, "", ""),
             (2, CDS, [], [], {}, "x1", ""),
         ]
-        assert client.resource_versions == {CDS: {}, EDS: {}, LDS: {}}
+        assert client.resource_versions == {CDS: {}, EDS: {}}
         assert client.acked_versions == {CDS: "x1", EDS: "d2"}
         assert client.endpoints == {} and client.streams == 2
 
@@ -258,8 +274,8 @@ async def test_fleet_protocol() -> None:
     assert ready["event"] == "ready" and ready["nodes"] == 3
     assert waited["ok"] and waited["id"] == 1 and waited["first"] <= waited["last"]
     assert not timed_out["ok"] and timed_out["pending_count"] == 3
-    assert [a["node"] for a in arrivals["arrivals"]] == sorted(["node-0", "node-1", "node-2"], key=lambda n: next(
-        a["t"] for a in arrivals["arrivals"] if a["node"] == n))
+    times = [a["t"] for a in arrivals["arrivals"]]
+    assert times == sorted(times) and {a["node"] for a in arrivals["arrivals"]} == {"node-0", "node-1", "node-2"}
     assert arrivals["arrivals"][0]["endpoints"] == {"web": ["10.0.0.1:80", "10.0.0.2:80"]}
     assert not unknown["ok"] and unknown["id"] == 4
     assert stopped["stopped"] and stopped["acked"]["lds"] == {"1": 3} and stopped["nodes"] == 3

@@ -195,12 +195,13 @@ async def test_make_before_break_cds_then_eds_then_lds(cache, client):
     cache.set(NODE, snapshot(cluster("a", timeout=3), cla("a", port=81), listener("l", "a", port=9001)))
     cds = await client.recv()
     assert cds.type_url == CLUSTER
-    await client.silent()  # EDS and LDS wait for the CDS answer
-    client.ack(cds)
-    eds = await client.recv_after_silent()
+    # EDS does not wait for the CDS answer: Envoy ACKs CDS only once updated clusters have warmed, on an EDS response.
+    eds = await client.recv()
     assert eds.type_url == ENDPOINT
-    await client.silent()  # LDS waits for the EDS answer
+    await client.silent()  # LDS waits for the CDS and EDS answers
     client.ack(eds, ["a"])
+    await client.silent()  # the CDS answer still outstanding
+    client.ack(cds)
     lds = await client.recv_after_silent()
     assert lds.type_url == LISTENER
 
@@ -218,6 +219,16 @@ async def test_cds_push_is_followed_by_fresh_eds_even_if_endpoints_unchanged(cac
     client.ack(cds2)
     eds2 = await client.recv()
     assert eds2.type_url == ENDPOINT and eds2.version_info == eds.version_info and eds2.nonce != eds.nonce
+
+
+async def test_empty_named_subscription_gets_nothing_and_blocks_nothing(cache, client):
+    cache.set(NODE, snapshot(cluster("a"), cla("a"), listener("l", "a")))
+    client.send(CLUSTER)
+    client.send(ENDPOINT, [])  # Envoy with no EDS clusters left: it would not ACK an EDS response
+    cds = await client.recv()
+    client.ack(cds)
+    client.send(LISTENER)
+    assert (await client.recv()).type_url == LISTENER
 
 
 async def test_reconnect_with_current_versions_sends_nothing(cache, metrics):

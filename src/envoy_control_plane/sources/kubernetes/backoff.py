@@ -15,7 +15,7 @@ class Backoff:
         self._attempts = 0
 
     def next(self) -> float:
-        ceiling = min(self.maximum, self.initial * 2**self._attempts)
+        ceiling = min(self.maximum, self.initial * 2.0**self._attempts)
         self._attempts += 1
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 

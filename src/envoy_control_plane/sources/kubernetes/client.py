@@ -7,7 +7,6 @@ whether HTTP, connection, timeout or a watch's ERROR event, comes out as one exc
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -66,7 +65,7 @@ def _errors(what: str) -> Iterator[None]:
     """Turn connection-level failures into KubeError."""
     try:
         yield
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
         raise KubeError(f"{what}: {type(e).__name__}: {e}".rstrip(": ")) from e
 
 
@@ -101,7 +100,7 @@ class WatchStream:
                 if line.strip():
                     yield self._event(line)
 
-    def _event(self, line: bytes) -> WatchEvent:
+    def _event(self, line: bytes | bytearray) -> WatchEvent:
         with _errors(self._what):
             event = json.loads(line)
         if event.get("type") == "ERROR":
@@ -161,7 +160,7 @@ class KubeClient:
 
     async def watch(
         self, resource: Resource, namespace: str | None, *, resource_version: str, field_selector: str = "",
-        timeout_seconds: int, read_timeout: float,
+        timeout_seconds: int, connect_timeout: float, read_timeout: float,
     ) -> WatchStream:
         """Open a watch from `resource_version`, with bookmarks; the server ends it after `timeout_seconds`, and
         the client gives up on a connection silent for `read_timeout`."""
@@ -169,7 +168,7 @@ class KubeClient:
             "watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds), "fieldSelector": field_selector,
         }
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=read_timeout, sock_read=read_timeout)
+        timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
         response = await self._get(resource.path(namespace), params, timeout)
         return WatchStream(response, f"watch {resource.path(namespace)}")
 

@@ -1,0 +1,231 @@
+"""List, then watch, one kind of object in one cluster, keeping the World in step.
+
+The loop: list (every page) and make the World's objects of this kind exactly the listed ones, then watch from the
+list's resourceVersion, with bookmarks and a server-side timeout, resuming from the last version seen (event or
+bookmark) whenever the stream ends or breaks. Only a 410 Expired forces a relist, which turns what vanished meanwhile
+into deletions. While the cluster cannot be reached nothing is removed: its last known objects stay, marked stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ...model import API_VERSIONS, KubeObject, ObjectError, ObjectRef, parse_object
+from ...state import World
+from .backoff import Backoff
+from .client import KubeClient, KubeError, Resource, WatchEvent
+
+log = logging.getLogger(__name__)
+
+RESOURCES = (
+    Resource("Pod", API_VERSIONS["Pod"], "pods"),
+    Resource("IngressListener", API_VERSIONS["IngressListener"], "ingresslisteners"),
+    Resource("EgressListener", API_VERSIONS["EgressListener"], "egresslisteners"),
+)
+# Finished pods are never endpoints; leaving them out keeps lists small where many Jobs run. A pod that finishes
+# leaves the selection, and the API server reports that as DELETED.
+FIELD_SELECTORS = {"Pod": "status.phase!=Succeeded,status.phase!=Failed"}
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    watch_timeout: int = 300  # server-side timeoutSeconds of a watch, jittered up to twice that to spread reconnects
+    read_grace: float = 60.0  # give up on a watch connection silent for its timeout plus this long
+    connect_timeout: float = 10.0  # to open a watch connection
+    list_timeout: float = 60.0  # for each page of a list, connecting included
+    page_size: int = 500
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    absent_retry: float = 60.0  # how often to look again for a kind the cluster does not serve (CRD not installed)
+
+
+class Reflector:
+    """One kind in one cluster; its attributes are its status, read by KubernetesSource."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        resource: Resource,
+        world: World,
+        source: str,
+        namespace: str | None,
+        settings: WatchSettings,
+        on_change: Callable[[], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.resource = resource
+        self.world = world
+        self.source = source
+        self.namespace = namespace
+        self.settings = settings
+        self._on_change = on_change  # told after every event and every change of the status below
+        self._rng = rng or random.Random()
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max, self._rng)
+        # status
+        self.listed = False  # listed completely at least once
+        self.up = False  # the last list or watch request was answered
+        self.absent = False  # the cluster does not serve this kind
+        self.resource_version: str | None = None  # where the watch resumes; None: relist first
+        self.last_error: str | None = None
+        self.relists = 0
+        self.watches = 0  # watch requests answered
+        # the objects this reflector gave the World (the last good version of each), and the invalid ones
+        self.known: dict[ObjectRef, KubeObject] = {}
+        self.problems: dict[ObjectRef, str] = {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "listed": self.listed, "up": self.up, "absent": self.absent, "resource_version": self.resource_version,
+            "objects": len(self.known), "relists": self.relists, "watches": self.watches,
+            "last_error": self.last_error,
+        }
+
+    async def run(self) -> None:
+        """List and watch until cancelled; every failure is reported in the status and retried."""
+        while True:
+            try:
+                if self.resource_version is None and not await self._relist():
+                    await asyncio.sleep(self.settings.absent_retry)
+                    continue
+                if await self._watch():
+                    self._backoff.reset()
+                    continue
+            except KubeError as e:
+                self._failed(e)
+            except Exception:  # a bug must not end the cluster's watch for good: report it, resync, go on
+                log.exception("%s: %s: unexpected error; relisting", self.source, self.resource.kind)
+                self._failed(KubeError("unexpected error (see the log)"))
+                self.resource_version = None
+            await asyncio.sleep(self._backoff.next())
+
+    async def _relist(self) -> bool:
+        """Make the World's objects exactly the cluster's; False when the cluster does not serve the kind."""
+        try:
+            listed = await self.client.list(
+                self.resource, self.namespace, field_selector=FIELD_SELECTORS.get(self.resource.kind, ""),
+                page_size=self.settings.page_size, timeout=self.settings.list_timeout,
+            )
+        except KubeError as e:
+            if e.code == 404 and self.resource.kind != "Pod":
+                self._set_absent(e)
+                return False
+            raise
+        defaults = {"kind": self.resource.kind, "apiVersion": self.resource.api_version}  # lists may omit them
+        objects: dict[ObjectRef, KubeObject] = {}
+        problems: dict[ObjectRef, str] = {}
+        for item in listed.items:
+            ref, obj, problem = self._parse({**defaults, **item})
+            if problem is not None:
+                problems[ref] = problem
+                obj = self.known.get(ref)  # an object that turned invalid keeps its last good version
+            if obj is not None:
+                objects[ref] = obj
+        self.known = objects
+        self._set_problems(problems)
+        self.world.replace(self.source, objects.values(), kinds=[self.resource.kind])
+        self.resource_version = listed.resource_version
+        self.listed, self.absent = True, False
+        self.relists += 1
+        self._answered()
+        log.info("%s: listed %d %s objects at resourceVersion %s", self.source, len(objects),
+                 self.resource.kind, self.resource_version)
+        return True
+
+    async def _watch(self) -> bool:
+        """Follow changes until the server ends the stream; whether any event (or bookmark) came."""
+        assert self.resource_version is not None
+        timeout = self._rng.randint(self.settings.watch_timeout, 2 * self.settings.watch_timeout)
+        stream = await self.client.watch(
+            self.resource, self.namespace, resource_version=self.resource_version,
+            field_selector=FIELD_SELECTORS.get(self.resource.kind, ""),
+            timeout_seconds=timeout, connect_timeout=self.settings.connect_timeout,
+            read_timeout=timeout + self.settings.read_grace,
+        )
+        self.watches += 1
+        self._answered()
+        progressed = False
+        try:
+            async for event in stream:
+                self._apply(event)
+                progressed = True
+        finally:
+            await stream.close()
+        return progressed
+
+    def _apply(self, event: WatchEvent) -> None:
+        if event.type in ("ADDED", "MODIFIED"):
+            ref, obj, problem = self._parse(event.object)
+            if problem is not None:
+                self._set_problems({**self.problems, ref: problem})  # the last good version stays
+            elif obj is not None:
+                self.known[ref] = obj
+                self._clear_problem(ref)
+                self.world.upsert(self.source, obj)
+        elif event.type == "DELETED":
+            ref = self._ref(event.object)
+            self.known.pop(ref, None)
+            self._clear_problem(ref)
+            self.world.delete(self.source, ref)
+        elif event.type != "BOOKMARK":
+            log.debug("%s: %s: ignoring a watch event of type %r", self.source, self.resource.kind, event.type)
+        if event.resource_version:
+            self.resource_version = event.resource_version
+        self._on_change()
+
+    def _ref(self, doc: dict[str, Any]) -> ObjectRef:
+        meta = doc.get("metadata") or {}
+        return ObjectRef(self.resource.kind, str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+
+    def _parse(self, doc: dict[str, Any]) -> tuple[ObjectRef, KubeObject | None, str | None]:
+        ref = self._ref(doc)
+        try:
+            return ref, parse_object(doc), None
+        except ObjectError as e:
+            return ref, None, str(e)
+
+    def _set_problems(self, problems: dict[ObjectRef, str]) -> None:
+        for ref, problem in problems.items():
+            if self.problems.get(ref) != problem:
+                log.error("%s: invalid object, ignored (its last good version is kept): %s", self.source, problem)
+        changed = problems != self.problems
+        self.problems = problems
+        if changed:
+            self._on_change()
+
+    def _clear_problem(self, ref: ObjectRef) -> None:
+        if ref in self.problems:
+            self._set_problems({r: p for r, p in self.problems.items() if r != ref})
+
+    def _set_absent(self, e: KubeError) -> None:
+        if not self.absent:
+            log.warning("%s: the cluster does not serve %s (%s); looking again every %gs", self.source,
+                        self.resource.plural, e, self.settings.absent_retry)
+        self.known.clear()
+        self._set_problems({})
+        self.world.replace(self.source, [], kinds=[self.resource.kind])
+        self.listed = self.absent = True
+        self._answered()
+
+    def _answered(self) -> None:
+        if not self.up:
+            log.info("%s: %s: the API server answers", self.source, self.resource.kind)
+        self.up, self.last_error = True, None
+        self._on_change()
+
+    def _failed(self, e: KubeError) -> None:
+        if e.expired:
+            log.info("%s: %s: resourceVersion %s expired; relisting", self.source, self.resource.kind,
+                     self.resource_version)
+            self.resource_version = None
+            return
+        if self.last_error is None:  # the first failure since the server last answered
+            kept = "; its last known objects stay until it answers" if self.listed else ""
+            log.warning("%s: %s: %s; retrying%s", self.source, self.resource.kind, e, kept)
+        self.up, self.last_error = False, str(e)
+        self._on_change()

@@ -1,0 +1,92 @@
+"""One Kubernetes cluster as a source: a client, a Reflector per kind, and one status for the whole cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from ...config import ClusterConfig
+from ...metrics import Metrics
+from ...state import World
+from ..status import SourceStatus
+from .backoff import Backoff
+from .client import KubeClient, KubeError, connect
+from .reflector import RESOURCES, Reflector, WatchSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SETTINGS = WatchSettings()
+
+
+class KubernetesSource:
+    """Feeds the World with the pods and listeners of one cluster, as the source named after the cluster.
+
+    `status` says whether the cluster answers (`up`), whether every kind was listed once (`synced`) and whether
+    objects are being served from before an outage (`stale`); /debug/sources shows it with per-kind detail.
+    """
+
+    def __init__(
+        self,
+        cluster: ClusterConfig,
+        world: World,
+        settings: WatchSettings = DEFAULT_SETTINGS,
+        metrics: Metrics | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.world = world
+        self.settings = settings
+        self.status = SourceStatus(name=cluster.name, kind="kubernetes", detail=self._detail(None, []))
+        self._metrics = metrics
+        self._rng = rng or random.Random()
+        self._reflectors: list[Reflector] = []
+        self._reported: set[str] = set()
+
+    async def run(self) -> None:
+        """Connect (retrying with backoff), then list and watch every kind, until cancelled."""
+        client = await self._connected()
+        try:
+            self._reflectors = [
+                Reflector(client, resource, self.world, self.cluster.name, self.cluster.namespace, self.settings,
+                          lambda: self._refresh(client), self._rng)
+                for resource in RESOURCES
+            ]
+            async with asyncio.TaskGroup() as group:
+                for reflector in self._reflectors:
+                    group.create_task(reflector.run(), name=f"{self.cluster.name}-{reflector.resource.plural}")
+        finally:
+            await client.close()
+
+    async def _connected(self) -> KubeClient:
+        backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max, self._rng)
+        while True:
+            try:
+                return await connect(self.cluster.kubeconfig, self.cluster.context)
+            except KubeError as e:
+                if self.status.last_error != str(e):
+                    log.error("%s: %s", self.cluster.name, e)
+                self.status.last_error = str(e)
+            await asyncio.sleep(backoff.next())
+
+    def _refresh(self, client: KubeClient) -> None:
+        """Fold the reflectors' states into the cluster's status."""
+        reflectors, status = self._reflectors, self.status
+        status.synced = all(r.listed for r in reflectors)
+        status.up = all(r.up for r in reflectors)
+        status.stale = any(r.listed and not r.up for r in reflectors)
+        status.last_error = next((r.last_error for r in reflectors if r.last_error), None)
+        status.problems = sorted(problem for r in reflectors for problem in r.problems.values())
+        status.detail = self._detail(client, reflectors)
+        status.touch()
+        new = set(status.problems) - self._reported
+        if new and self._metrics is not None:
+            self._metrics.source_errors.labels(self.cluster.name).inc(len(new))
+        self._reported = set(status.problems)
+
+    def _detail(self, client: KubeClient | None, reflectors: list[Reflector]) -> dict[str, object]:
+        return {
+            "server": client.server if client else None,
+            "namespace": self.cluster.namespace,
+            "kinds": {r.resource.kind: r.to_json() for r in reflectors},
+        }

@@ -1,0 +1,102 @@
+"""The resource types the fake serves, and the discovery documents kubectl reads to find them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    group: str  # "" for the core group
+    version: str
+    kind: str
+    plural: str
+    short_names: tuple[str, ...] = ()
+    field_selectors: tuple[str, ...] = ("metadata.name", "metadata.namespace")
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def qualified_plural(self) -> str:
+        """How the real server names the type in messages: `ingresslisteners.ingresslistener.envoy.uw.systems`."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    def api_resource(self) -> dict:
+        return {
+            "name": self.plural,
+            "singularName": self.kind.lower(),
+            "namespaced": True,
+            "kind": self.kind,
+            "verbs": VERBS,
+            "shortNames": list(self.short_names),
+        }
+
+
+POD = ResourceType(
+    "", "v1", "Pod", "pods", ("po",),
+    ("metadata.name", "metadata.namespace", "status.phase", "spec.nodeName"),
+)
+INGRESS_LISTENER = ResourceType("ingresslistener.envoy.uw.systems", "v1alpha1", "IngressListener", "ingresslisteners")
+EGRESS_LISTENER = ResourceType("egresslistener.envoy.uw.systems", "v1alpha1", "EgressListener", "egresslisteners")
+RESOURCE_TYPES = (POD, INGRESS_LISTENER, EGRESS_LISTENER)
+
+
+def by_path(group: str, version: str, plural: str) -> ResourceType | None:
+    for rtype in RESOURCE_TYPES:
+        if (rtype.group, rtype.version, rtype.plural) == (group, version, plural):
+            return rtype
+    return None
+
+
+def by_kind(kind: str) -> ResourceType:
+    for rtype in RESOURCE_TYPES:
+        if rtype.kind == kind:
+            return rtype
+    raise KeyError(f"the fake serves no kind {kind!r}")
+
+
+def version_info() -> dict:
+    return {
+        "major": "1", "minor": "32", "gitVersion": "v1.32.0-fake", "gitCommit": "fake",
+        "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23",
+        "compiler": "gc", "platform": "linux/amd64",
+    }
+
+
+def core_versions(server_address: str) -> dict:
+    return {
+        "kind": "APIVersions", "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    }
+
+
+def _group(group: str) -> dict | None:
+    versions = sorted({rt.version for rt in RESOURCE_TYPES if rt.group == group})
+    if not group or not versions:
+        return None
+    entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {"name": group, "versions": entries, "preferredVersion": entries[0]}
+
+
+def group_list() -> dict:
+    groups = [_group(g) for g in sorted({rt.group for rt in RESOURCE_TYPES if rt.group})]
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def group(name: str) -> dict | None:
+    found = _group(name)
+    return None if found is None else {"kind": "APIGroup", "apiVersion": "v1", **found}
+
+
+def resource_list(group: str, version: str) -> dict | None:
+    types = [rt for rt in RESOURCE_TYPES if (rt.group, rt.version) == (group, version)]
+    if not types:
+        return None
+    return {
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": types[0].api_version,
+        "resources": [rt.api_resource() for rt in types],
+    }

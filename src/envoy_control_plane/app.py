@@ -50,25 +50,39 @@ class ControlPlane:
         return ([self.manifests.status] if self.manifests else []) + [c.status for c in self.clusters]
 
     async def start(self) -> None:
-        """Load what can be loaded now, then serve; returns once both servers listen."""
-        if self.manifests:
-            self.manifests.load()
-        self.controller.rebuild(everything=True)
-        xds, self.xds_port = await start_xds_server(
-            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams
-        )
-        self._stoppers.append(lambda: xds.stop(grace=1))
+        """Start the sources and admin, wait for the sources' first load, then serve xDS.
+
+        xDS waits because an Envoy that reconnects to a fresh process would otherwise be sent a world that is still
+        loading, and remove what it runs. A source that does not load within `xds.initial_sync_timeout_s` (a cluster
+        that cannot be reached) stops holding up the others. Returns once both servers listen.
+        """
         runner, self.admin_port = await start_admin(
             make_app(self.cache, self.streams, self.metrics, self.sources),
             self.config.admin.address,
             self.config.admin.port,
         )
         self._stoppers.append(runner.cleanup)
-        self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
         if self.manifests:
+            self.manifests.load()
             self._tasks.append(asyncio.create_task(self.manifests.watch(), name="manifest-watch"))
         for cluster in self.clusters:
             self._tasks.append(asyncio.create_task(cluster.run(), name=f"cluster-{cluster.cluster.name}"))
+        await self._initial_sync(self.config.xds.initial_sync_timeout_s)
+        self.controller.rebuild(everything=True)
+        self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
+        xds, self.xds_port = await start_xds_server(
+            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams
+        )
+        self._stoppers.append(lambda: xds.stop(grace=1))
+
+    async def _initial_sync(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while waiting := [s.name for s in self.sources() if not s.synced]:
+            if loop.time() >= deadline:
+                log.warning("serving xDS without sources that have not loaded in %.0fs: %s", timeout, ", ".join(waiting))
+                return
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         for task in self._tasks:

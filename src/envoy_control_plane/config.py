@@ -34,6 +34,8 @@ class XdsConfig(Endpoint):
     port: int = Field(default=18000, ge=1, le=65535)
     # Hold a burst of source events this long before rebuilding snapshots, so a rollout is a few pushes, not many.
     debounce_ms: int = Field(default=20, ge=0, le=10_000)
+    # Serve xDS only once every source has loaded, or after this long (a cluster that cannot be reached).
+    initial_sync_timeout_s: float = Field(default=10, ge=0, le=600)
 
 
 class AdminConfig(Endpoint):

@@ -1,0 +1,452 @@
+"""Incremental (delta) ADS: one stream's protocol, from DeltaDiscoveryRequests and snapshots to responses.
+
+What the client has is tracked per type as name -> version (the resource's content hash, the same on every replica
+and after a restart). Each push carries only what differs from that: changed or missing resources in `resources`,
+names the client has and should not keep in `removed_resources`.
+
+The rules (see XDS_PROTOCOL.md and Envoy's "Incremental xDS" protocol section), in the order this module applies them:
+- The node is taken from the stream's first request and kept.
+- The first request of a type on a stream may carry `initial_resource_versions`: that is what the client has (a
+  reconnect); it is ignored on later requests. Names it declares at our version are not sent again, names it
+  declares that we no longer have are sent in `removed_resources`, so a reconnect where nothing changed sends nothing.
+- Wildcard: for CDS and LDS, a first request with empty subscribe and unsubscribe lists is a wildcard subscription
+  (the legacy form), and so is "*" in `resource_names_subscribe` (for any type); "*" in `resource_names_unsubscribe`
+  leaves the wildcard (the client drops what it had only through it; nothing is sent). Other names are subscribed
+  and unsubscribed one by one.
+- Subscription changes are honoured whatever the nonce: a stale nonce only means the request ACKs or NACKs nothing.
+- A request whose response_nonce is the type's response in flight is its ACK, or its NACK when error_detail is set.
+  The client's versions are committed on ACK, not on send. A NACK is logged (node, type, nonce, Envoy's message),
+  counted in `metrics.nacks` and kept in the stream's TypeStatus for /debug/nodes; the versions it rejected (and
+  removals it rejected) are not sent again until the resource changes, so a bad resource cannot make a NACK loop.
+  The other resources of the rejected response are held back the same way: Envoy applies valid clusters and
+  listeners of a rejected CDS/LDS response, though it reports their old versions (a reconnect sends them again).
+- Every newly subscribed name is answered, even if we believe the client has it (the protocol requires it: the client
+  may have dropped it): with the resource, or in `removed_resources` when we do not have it, so Envoy never waits out
+  its initial fetch timeout for a name we do not know. Unsubscribing a name while a wildcard is active is answered
+  too (the resource if the wildcard covers it, else its removal), as the protocol requires; other unsubscriptions
+  need no answer.
+- Empty responses. Envoy completes the initialisation of a type on its first response, and for delta an empty
+  response (no resources, no removals) is valid and does that. So a wildcard subscription from a client that declares
+  it has nothing (a first connection, or a reconnect before anything arrived) is answered even when there is nothing
+  to send; a reconnecting client that declares resources has had a response for the type already, and gets nothing
+  when nothing changed. A named subscription is always answered through the rule above.
+- Make-before-break: one response per type in flight, and a type waits while an earlier type of PUSH_ORDER
+  (secrets, clusters, endpoints, listeners, routes) has one in flight, with one exception: EDS follows a CDS response
+  without waiting for its ACK. Envoy processes a stream's responses in order, so the EDS response still lands after
+  the clusters; and Envoy holds back its CDS ACK while updated clusters warm (it pauses CDS), which they stop doing
+  only on an EDS response: waiting for that ACK would stall them until Envoy's initial fetch timeout. Listeners wait
+  for both ACKs, so they reach clusters that are warm. After a CDS response carrying an EDS cluster, that cluster's
+  ClusterLoadAssignment is sent again even if unchanged (Envoy finishes warming an updated cluster only on a new EDS
+  response; tests/e2e/test_delta.py checks both against Envoy 1.40). Removals last: a cluster is not removed while a
+  listener the client has (ACKed or in flight) routes to it, nor an endpoint assignment while a cluster the client has
+  uses it; when the client declared a listener (cluster) we cannot see into (a reconnect with an older version),
+  cluster (endpoint) removals wait until that one is replaced.
+- Every resource's bytes are the shared `Resource.body`, wrapped per response, never re-serialised.
+- `system_version_info` (debugging only, per the protocol) is the version of the set the client has once it applies
+  the response, computed like `Snapshot.version`: when the client has everything, it equals the snapshot's version
+  of the type, so /debug/nodes `acked_version` compares with /debug/snapshot as in SotW.
+
+Not supported: aliases, resource locators (dynamic parameters), TTLs; none is used by Envoy's ADS for these types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Container, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DeltaDiscoveryResponse
+
+from ..metrics import Metrics
+from .cache import Snapshot, SnapshotCache
+from .resource import Resource, content_hash
+from .sotw import ProtocolError
+from .streams import StreamInfo, TypeStatus
+from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, WILDCARD_TYPES, short
+
+log = logging.getLogger(__name__)
+
+WILDCARD = "*"
+# Removals of the key type wait while the client holds a resource of the value type that needs the removed name.
+_HOLDERS = {CLUSTER: LISTENER, ENDPOINT: CLUSTER}
+_WAKE = object()  # a new snapshot arrived
+_END = object()  # the client closed its side
+_UNSET = object()
+
+
+class _Everything:
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+_EVERYTHING = _Everything()
+
+
+@dataclass
+class _InFlight:
+    nonce: str
+    sent: dict[str, Resource]
+    removed: tuple[str, ...]
+
+
+@dataclass
+class _TypeState:
+    status: TypeStatus = field(default_factory=TypeStatus)
+    wildcard: bool = False
+    subscribed: set[str] = field(default_factory=set)  # explicit names, "*" aside
+    known: dict[str, str] = field(default_factory=dict)  # what the client has: name -> version (ACKed or declared)
+    content: dict[str, Resource] = field(default_factory=dict)  # the Resource behind each known version we can see
+    fresh: set[str] = field(default_factory=set)  # names to answer whatever the client has
+    rejected: dict[str, str | None] = field(default_factory=dict)  # name -> version (None: removal) NACKed
+    answer: bool = False  # send a response even when empty
+    in_flight: _InFlight | None = None
+
+    def covers(self, name: str) -> bool:
+        return self.wildcard or name in self.subscribed
+
+    def forget(self, name: str) -> None:
+        self.known.pop(name, None)
+        self.content.pop(name, None)
+        self.fresh.discard(name)
+        self.rejected.pop(name, None)
+
+
+class DeltaStream:
+    def __init__(self, cache: SnapshotCache, metrics: Metrics, info: StreamInfo) -> None:
+        self._cache = cache
+        self._metrics = metrics
+        self._info = info
+        self._snapshot: Snapshot | None = None
+        self._types: dict[str, _TypeState] = {}
+        self._nonces = 0
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._wake_queued = False
+        self._cancel_watch = lambda: None
+
+    async def run(self, requests: AsyncIterator[DeltaDiscoveryRequest]) -> AsyncIterator[DeltaDiscoveryResponse]:
+        reader = asyncio.create_task(self._read(requests))
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is _END:
+                    break
+                if item is _WAKE:
+                    self._wake_queued = False
+                    responses = self.pending()
+                else:
+                    assert isinstance(item, DeltaDiscoveryRequest)
+                    responses = self.receive(item)
+                for response in responses:
+                    yield response
+        finally:
+            reader.cancel()
+            self._cancel_watch()
+
+    async def _read(self, requests: AsyncIterator[DeltaDiscoveryRequest]) -> None:
+        try:
+            async for request in requests:
+                self._queue.put_nowait(request)
+        except Exception as e:  # the transport failed: end the stream like a close
+            log.debug("stream %d: reading requests failed: %r", self._info.id, e)
+        finally:
+            self._queue.put_nowait(_END)
+
+    def _on_snapshot(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        if not self._wake_queued:
+            self._wake_queued = True
+            self._queue.put_nowait(_WAKE)
+
+    def receive(self, request: DeltaDiscoveryRequest) -> list[DeltaDiscoveryResponse]:
+        """Apply one request from the client; returns what may be sent now, in order (at most one per type)."""
+        self._on_request(request)
+        return self.pending()
+
+    def pending(self) -> list[DeltaDiscoveryResponse]:
+        """What may be sent now, given the latest snapshot and what the client has, in order (at most one per type)."""
+        return list(self._responses())
+
+    # ---- requests ------------------------------------------------------------------------------------------------
+
+    def _on_request(self, request: DeltaDiscoveryRequest) -> None:
+        if not self._info.node:
+            if not request.node.id:
+                raise ProtocolError("the first request of a stream must carry node.id")
+            self._info.node = request.node.id
+            self._snapshot = self._cache.get(self._info.node)
+            self._cancel_watch = self._cache.watch(self._info.node, self._on_snapshot)
+            log.info("stream %d: node %s connected (delta, %s)", self._info.id, self._info.node, self._info.peer)
+        type_url = request.type_url
+        if not type_url:
+            raise ProtocolError("a delta ADS request must carry type_url")
+        self._metrics.requests.labels(short(type_url)).inc()
+        first = type_url not in self._types
+        state = self._state(type_url)
+        subscribe = list(request.resource_names_subscribe)
+        unsubscribe = list(request.resource_names_unsubscribe)
+        log.debug(
+            "node %s %s: request nonce %r, subscribe %s, unsubscribe %s, initial versions %d%s",
+            self._info.node,
+            short(type_url),
+            request.response_nonce,
+            subscribe,
+            unsubscribe,
+            len(request.initial_resource_versions),
+            ", error" if request.HasField("error_detail") else "",
+        )
+
+        if first:
+            self._on_first(type_url, state, request, subscribe, unsubscribe)
+        elif request.initial_resource_versions:
+            log.debug("node %s %s: initial_resource_versions ignored (not a first request)", self._info.node,
+                      short(type_url))  # fmt: skip
+        if request.response_nonce:
+            flight = state.in_flight
+            if flight is not None and request.response_nonce == flight.nonce:
+                state.in_flight = None
+                if request.HasField("error_detail"):
+                    self._on_nack(type_url, state, flight, request)
+                else:
+                    self._on_ack(type_url, state, flight)
+            else:
+                log.debug("node %s %s: stale nonce %s (subscription changes still apply)", self._info.node,
+                          short(type_url), request.response_nonce)  # fmt: skip
+        self._on_subscriptions(type_url, state, first, subscribe, unsubscribe)
+
+    def _on_subscriptions(
+        self, type_url: str, state: _TypeState, first: bool, subscribe: list[str], unsubscribe: list[str]
+    ) -> None:
+        for name in subscribe:
+            if name == WILDCARD:
+                if state.wildcard and not first:  # asked again: the client may have dropped what it had
+                    state.fresh.update(self._current(type_url))
+                elif not first or not state.known:
+                    state.answer = True
+                state.wildcard = True
+            else:
+                state.subscribed.add(name)
+                if not first or name not in state.known:
+                    state.fresh.add(name)  # answered even if we think the client has it
+        for name in unsubscribe:
+            if name == WILDCARD:
+                state.wildcard = False
+                for known in [n for n in state.known if n not in state.subscribed]:
+                    state.forget(known)
+            elif name in state.subscribed:
+                state.subscribed.discard(name)
+                if state.wildcard:
+                    state.fresh.add(name)  # the wildcard may still cover it: tell the client whether to keep it
+                else:
+                    state.forget(name)
+            elif not state.wildcard:
+                state.forget(name)  # a phantom unsubscription: nothing to answer
+        if first:
+            for name in [n for n in state.known if not state.covers(n)]:
+                state.forget(name)  # declared but not subscribed to: not ours to follow
+            if state.known:
+                state.status.acked_version = _version(state.known)
+        state.status.names = frozenset(state.subscribed)
+        state.status.wildcard = state.wildcard
+
+    def _on_first(
+        self,
+        type_url: str,
+        state: _TypeState,
+        request: DeltaDiscoveryRequest,
+        subscribe: list[str],
+        unsubscribe: list[str],
+    ) -> None:
+        """The first request of a type: what the client declares it has, and the legacy wildcard."""
+        current = self._current(type_url)
+        state.known = dict(request.initial_resource_versions)
+        for name, version in state.known.items():
+            resource = current.get(name)
+            if resource is not None and resource.version == version:
+                state.content[name] = resource
+        if type_url in WILDCARD_TYPES and not subscribe and not unsubscribe:
+            state.wildcard = True
+            state.answer = not state.known
+
+    def _on_ack(self, type_url: str, state: _TypeState, flight: _InFlight) -> None:
+        for name, resource in flight.sent.items():
+            state.rejected.pop(name, None)
+            if state.covers(name):
+                state.known[name] = resource.version
+                state.content[name] = resource
+        for name in flight.removed:
+            state.rejected.pop(name, None)
+            state.known.pop(name, None)
+            state.content.pop(name, None)
+        state.status.acked_version = _version(state.known)
+        self._metrics.acks.labels(short(type_url)).inc()
+        log.debug("node %s %s: ACK %s", self._info.node, short(type_url), flight.nonce)
+
+    def _on_nack(
+        self, type_url: str, state: _TypeState, flight: _InFlight, request: DeltaDiscoveryRequest
+    ) -> None:
+        for name, resource in flight.sent.items():
+            state.rejected[name] = resource.version
+        for name in flight.removed:
+            state.rejected[name] = None
+        status = state.status
+        status.nacks += 1
+        status.last_nack = request.error_detail.message
+        self._metrics.nacks.labels(short(type_url)).inc()
+        log.warning(
+            "node %s rejected %s nonce %s (%s; held back until they change): %s",
+            self._info.node,
+            short(type_url),
+            flight.nonce,
+            _describe(flight.sent, flight.removed),
+            request.error_detail.message,
+        )
+
+    def _state(self, type_url: str) -> _TypeState:
+        state = self._types.get(type_url)
+        if state is None:
+            state = self._types[type_url] = _TypeState()
+            self._info.types[type_url] = state.status
+        return state
+
+    def _current(self, type_url: str) -> Mapping[str, Resource]:
+        return self._snapshot.of_type(type_url) if self._snapshot is not None else {}
+
+    # ---- responses -----------------------------------------------------------------------------------------------
+
+    def _responses(self) -> Iterator[DeltaDiscoveryResponse]:
+        if self._snapshot is None:
+            return
+        order = list(PUSH_ORDER) + sorted(set(self._types) - set(PUSH_ORDER))
+        in_flight: list[str] = []
+        for type_url in order:
+            state = self._types.get(type_url)
+            if state is None:
+                continue
+            if state.in_flight is not None:
+                in_flight.append(type_url)
+                continue
+            if in_flight and not (type_url == ENDPOINT and in_flight == [CLUSTER]):
+                return  # later types wait until the earlier ones are answered
+            updates, removals = self._changes(type_url, state)
+            if updates or removals or state.answer:
+                yield self._response(type_url, state, updates, removals)
+                in_flight.append(type_url)
+
+    def _changes(self, type_url: str, state: _TypeState) -> tuple[list[Resource], list[str]]:
+        """What the client lacks (resources) and has but should not keep (names), with removals held back."""
+        current = self._current(type_url)
+        names = state.fresh | state.subscribed | state.known.keys()
+        if state.wildcard:
+            names |= current.keys()
+        updates: list[Resource] = []
+        removals: list[str] = []
+        needed: Container[str] | None = None  # computed on the first removal
+        for name in sorted(names):
+            if not state.covers(name):
+                continue
+            resource = current.get(name)
+            want = resource.version if resource is not None else None
+            if name not in state.fresh:
+                if want == state.known.get(name) or state.rejected.get(name, _UNSET) == want:
+                    continue
+                if resource is None:
+                    if needed is None:
+                        needed = self._needed(type_url)
+                    if name in needed:
+                        continue
+            if resource is not None:
+                updates.append(resource)
+            else:
+                removals.append(name)
+        return updates, removals
+
+    def _needed(self, type_url: str) -> Container[str]:
+        """Names of this type that a resource the client holds (or is being sent) needs: they are not removed yet."""
+        holder = self._types.get(_HOLDERS.get(type_url, ""))
+        if holder is None:
+            return frozenset()
+        if any(n not in holder.content or holder.content[n].version != v for n, v in holder.known.items()):
+            return _EVERYTHING  # the client has something we cannot see into: it may need anything
+        holding: Iterable[Resource] = holder.content.values()
+        if holder.in_flight is not None:
+            holding = [*holding, *holder.in_flight.sent.values()]
+        return {name for resource in holding for name in _needs(resource)}
+
+    def _response(
+        self, type_url: str, state: _TypeState, updates: list[Resource], removals: list[str]
+    ) -> DeltaDiscoveryResponse:
+        self._nonces += 1
+        nonce = str(self._nonces)
+        after = dict(state.known)
+        for name in removals:
+            after.pop(name, None)
+        after.update((r.name, r.version) for r in updates)
+        version = _version(after)
+        state.in_flight = _InFlight(nonce, {r.name: r for r in updates}, tuple(removals))
+        state.fresh.clear()
+        state.answer = False
+        state.status.nonce, state.status.sent_version = nonce, version
+        if type_url == CLUSTER and ENDPOINT in self._types:
+            endpoints = self._types[ENDPOINT]
+            for resource in updates:
+                eds_name = _eds_name(resource)
+                if eds_name is not None and endpoints.covers(eds_name):
+                    endpoints.fresh.add(eds_name)  # Envoy finishes warming an updated EDS cluster only on an EDS push
+        size = sum(len(r.body) for r in updates)
+        self._metrics.responses.labels(short(type_url)).inc()
+        self._metrics.response_bytes.labels(short(type_url)).inc(size)
+        log.info(
+            "node %s: sent %s nonce %s: %s (%d bytes), version %s",
+            self._info.node,
+            short(type_url),
+            nonce,
+            _describe(state.in_flight.sent, removals),
+            size,
+            version,
+        )
+        return DeltaDiscoveryResponse(
+            system_version_info=version,
+            type_url=type_url,
+            nonce=nonce,
+            resources=[
+                discovery_pb2.Resource(name=r.name, version=r.version, resource=r.to_any()) for r in updates
+            ],
+            removed_resources=removals,
+        )
+
+
+def _version(versions: Mapping[str, str]) -> str:
+    """The version of what a client has, computed like `version_of` so that it equals the snapshot's when in sync."""
+    return content_hash(*sorted(f"{name}={version}" for name, version in versions.items()))
+
+
+def _needs(resource: Resource) -> Iterable[str]:
+    """Names of other resources this one needs: a listener's clusters, an EDS cluster's load assignment."""
+    if resource.type_url == CLUSTER:
+        eds_name = _eds_name(resource)
+        return (eds_name,) if eds_name is not None else ()
+    return resource.refs
+
+
+@lru_cache(maxsize=65536)
+def _eds_name(resource: Resource) -> str | None:
+    """The ClusterLoadAssignment an EDS cluster subscribes to; None for other clusters (and other types)."""
+    if resource.type_url != CLUSTER:
+        return None
+    cluster = cluster_pb2.Cluster.FromString(resource.body)
+    if cluster.WhichOneof("cluster_discovery_type") != "type" or cluster.type != cluster_pb2.Cluster.EDS:
+        return None
+    return cluster.eds_cluster_config.service_name or cluster.name
+
+
+def _describe(sent: Mapping[str, Resource], removed: Iterable[str], limit: int = 5) -> str:
+    parts = []
+    for label, names in (("", sorted(sent)), ("removed ", sorted(removed))):
+        if names:
+            shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+            parts.append(f"{label}{len(names)} [{shown}]")
+    return "; ".join(parts) or "empty"

@@ -53,6 +53,7 @@ def ingress_cluster(listener: IngressListener) -> Resource:
 def egress_cluster(listener: EgressListener) -> Resource:
     """An EDS cluster whose endpoints (the targetcluster pods on targetport) arrive over ADS."""
     name = cluster_name_for(listener)
+    eds_name = service_name(listener.spec.targetcluster, listener.spec.targetport)
     message = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,
@@ -60,7 +61,7 @@ def egress_cluster(listener: EgressListener) -> Resource:
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
             eds_config=ads_config_source(),
-            service_name=service_name(listener.spec.targetcluster, listener.spec.targetport),
+            service_name=eds_name,
         ),
     )
-    return Resource.of(CLUSTER, name, message)
+    return Resource.of(CLUSTER, name, message, refs=[eds_name])

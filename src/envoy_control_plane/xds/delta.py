@@ -55,9 +55,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DeltaDiscoveryResponse
 
@@ -374,7 +372,7 @@ class DeltaStream:
         holding: Iterable[Resource] = holder.content.values()
         if holder.in_flight is not None:
             holding = [*holding, *holder.in_flight.sent.values()]
-        return {name for resource in holding for name in _needs(resource)}
+        return {name for resource in holding for name in resource.refs}
 
     def _response(
         self, type_url: str, state: _TypeState, updates: list[Resource], removals: list[str]
@@ -393,9 +391,9 @@ class DeltaStream:
         if type_url == CLUSTER and ENDPOINT in self._types:
             endpoints = self._types[ENDPOINT]
             for resource in updates:
-                eds_name = _eds_name(resource)
-                if eds_name is not None and endpoints.covers(eds_name):
-                    endpoints.fresh.add(eds_name)  # Envoy finishes warming an updated EDS cluster only on an EDS push
+                for eds_name in resource.refs:  # a cluster's refs are the load assignments it subscribes to
+                    if endpoints.covers(eds_name):
+                        endpoints.fresh.add(eds_name)  # Envoy finishes warming an updated EDS cluster only on EDS
         size = sum(len(r.body) for r in updates)
         self._metrics.responses.labels(short(type_url)).inc()
         self._metrics.response_bytes.labels(short(type_url)).inc(size)
@@ -422,25 +420,6 @@ class DeltaStream:
 def _version(versions: Mapping[str, str]) -> str:
     """The version of what a client has, computed like `version_of` so that it equals the snapshot's when in sync."""
     return content_hash(*sorted(f"{name}={version}" for name, version in versions.items()))
-
-
-def _needs(resource: Resource) -> Iterable[str]:
-    """Names of other resources this one needs: a listener's clusters, an EDS cluster's load assignment."""
-    if resource.type_url == CLUSTER:
-        eds_name = _eds_name(resource)
-        return (eds_name,) if eds_name is not None else ()
-    return resource.refs
-
-
-@lru_cache(maxsize=65536)
-def _eds_name(resource: Resource) -> str | None:
-    """The ClusterLoadAssignment an EDS cluster subscribes to; None for other clusters (and other types)."""
-    if resource.type_url != CLUSTER:
-        return None
-    cluster = cluster_pb2.Cluster.FromString(resource.body)
-    if cluster.WhichOneof("cluster_discovery_type") != "type" or cluster.type != cluster_pb2.Cluster.EDS:
-        return None
-    return cluster.eds_cluster_config.service_name or cluster.name
 
 
 def _describe(sent: Mapping[str, Resource], removed: Iterable[str], limit: int = 5) -> str:

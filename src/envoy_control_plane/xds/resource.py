@@ -16,7 +16,9 @@ class Resource:
     name: str
     version: str  # a hash of `body`: the same content has the same version on every replica and after a restart
     body: bytes  # deterministic serialisation, shared by every node and stream that receives this resource
-    refs: frozenset[str] = field(default=frozenset())  # names of the clusters this resource needs to exist
+    # What this resource needs to exist, which must not be removed before it: a listener's clusters, an EDS
+    # cluster's load assignment.
+    refs: frozenset[str] = field(default=frozenset())
 
     @classmethod
     def of(cls, type_url: str, name: str, message: Message, refs: Iterable[str] = ()) -> Resource:

@@ -18,7 +18,9 @@ def test_ingress_cluster_is_the_local_workload():
 
 
 def test_egress_cluster_gets_endpoints_over_ads():
-    assert as_dict(egress_cluster(egress("db", "n", 9090, 5432, "postgres"))) == {
+    resource = egress_cluster(egress("db", "n", 9090, 5432, "postgres"))
+    assert resource.refs == {"postgres:5432"}  # its load assignment is not removed before it
+    assert as_dict(resource) == {
         "name": "egress_db_cluster",
         "type": "EDS",
         "connectTimeout": "1s",

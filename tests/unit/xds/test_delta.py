@@ -38,7 +38,7 @@ def eds_cluster(name: str, timeout: int = 1, service: str | None = None) -> Reso
     msg = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
     msg.connect_timeout.seconds = timeout
     msg.eds_cluster_config.service_name = service or f"{name}-eds"
-    return Resource.of(CLUSTER, name, msg)
+    return Resource.of(CLUSTER, name, msg, refs=[msg.eds_cluster_config.service_name])
 
 
 def static_cluster(name: str, port: int = 10001) -> Resource:

@@ -168,7 +168,7 @@ async def test_a_changed_eds_cluster_finishes_warming(manifests, start_plane, st
     (old,) = current.of_type(CLUSTER).values()
     message = cluster_pb2.Cluster.FromString(old.body)
     message.connect_timeout.seconds = 7
-    changed = Resource.of(CLUSTER, old.name, message)
+    changed = Resource.of(CLUSTER, old.name, message, refs=old.refs)
     by_type = {t: list(rs.values()) for t, rs in current.resources.items()}
     cache.set(NODE, Snapshot.build({**by_type, CLUSTER: [changed]}))
 

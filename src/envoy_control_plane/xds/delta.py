@@ -51,19 +51,16 @@ Not supported: aliases, resource locators (dynamic parameters), TTLs; none is us
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Container, Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DeltaDiscoveryResponse
 
-from ..metrics import Metrics
-from .cache import Snapshot, SnapshotCache
 from .resource import Resource, content_hash
-from .sotw import ProtocolError
-from .streams import StreamInfo, TypeStatus
+from .stream import Stream
+from .streams import TypeStatus
 from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, WILDCARD_TYPES, short
 
 log = logging.getLogger(__name__)
@@ -71,8 +68,6 @@ log = logging.getLogger(__name__)
 WILDCARD = "*"
 # Removals of the key type wait while the client holds a resource of the value type that needs the removed name.
 _HOLDERS = {CLUSTER: LISTENER, ENDPOINT: CLUSTER}
-_WAKE = object()  # a new snapshot arrived
-_END = object()  # the client closed its side
 _UNSET = object()
 
 
@@ -113,75 +108,16 @@ class _TypeState:
         self.rejected.pop(name, None)
 
 
-class DeltaStream:
-    def __init__(self, cache: SnapshotCache, metrics: Metrics, info: StreamInfo) -> None:
-        self._cache = cache
-        self._metrics = metrics
-        self._info = info
-        self._snapshot: Snapshot | None = None
-        self._types: dict[str, _TypeState] = {}
-        self._nonces = 0
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
-        self._wake_queued = False
-        self._cancel_watch = lambda: None
+class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeState]):
+    mode = "delta"
 
-    async def run(self, requests: AsyncIterator[DeltaDiscoveryRequest]) -> AsyncIterator[DeltaDiscoveryResponse]:
-        reader = asyncio.create_task(self._read(requests))
-        try:
-            while True:
-                item = await self._queue.get()
-                if item is _END:
-                    break
-                if item is _WAKE:
-                    self._wake_queued = False
-                    responses = self.pending()
-                else:
-                    assert isinstance(item, DeltaDiscoveryRequest)
-                    responses = self.receive(item)
-                for response in responses:
-                    yield response
-        finally:
-            reader.cancel()
-            self._cancel_watch()
-
-    async def _read(self, requests: AsyncIterator[DeltaDiscoveryRequest]) -> None:
-        try:
-            async for request in requests:
-                self._queue.put_nowait(request)
-        except Exception as e:  # the transport failed: end the stream like a close
-            log.debug("stream %d: reading requests failed: %r", self._info.id, e)
-        finally:
-            self._queue.put_nowait(_END)
-
-    def _on_snapshot(self, snapshot: Snapshot) -> None:
-        self._snapshot = snapshot
-        if not self._wake_queued:
-            self._wake_queued = True
-            self._queue.put_nowait(_WAKE)
-
-    def receive(self, request: DeltaDiscoveryRequest) -> list[DeltaDiscoveryResponse]:
-        """Apply one request from the client; returns what may be sent now, in order (at most one per type)."""
-        self._on_request(request)
-        return self.pending()
-
-    def pending(self) -> list[DeltaDiscoveryResponse]:
-        """What may be sent now, given the latest snapshot and what the client has, in order (at most one per type)."""
-        return list(self._responses())
+    def _new_state(self) -> _TypeState:
+        return _TypeState()
 
     # ---- requests ------------------------------------------------------------------------------------------------
 
     def _on_request(self, request: DeltaDiscoveryRequest) -> None:
-        if not self._info.node:
-            if not request.node.id:
-                raise ProtocolError("the first request of a stream must carry node.id")
-            self._info.node = request.node.id
-            self._snapshot = self._cache.get(self._info.node)
-            self._cancel_watch = self._cache.watch(self._info.node, self._on_snapshot)
-            log.info("stream %d: node %s connected (delta, %s)", self._info.id, self._info.node, self._info.peer)
         type_url = request.type_url
-        if not type_url:
-            raise ProtocolError("a delta ADS request must carry type_url")
-        self._metrics.requests.labels(short(type_url)).inc()
         first = type_url not in self._types
         state = self._state(type_url)
         subscribe = list(request.resource_names_subscribe)
@@ -290,10 +226,7 @@ class DeltaStream:
             state.rejected[name] = resource.version
         for name in flight.removed:
             state.rejected[name] = None
-        status = state.status
-        status.nacks += 1
-        status.last_nack = request.error_detail.message
-        self._metrics.nacks.labels(short(type_url)).inc()
+        self._count_nack(type_url, state.status, request.error_detail.message)
         log.warning(
             "node %s rejected %s nonce %s (%s; held back until they change): %s",
             self._info.node,
@@ -303,21 +236,12 @@ class DeltaStream:
             request.error_detail.message,
         )
 
-    def _state(self, type_url: str) -> _TypeState:
-        state = self._types.get(type_url)
-        if state is None:
-            state = self._types[type_url] = _TypeState()
-            self._info.types[type_url] = state.status
-        return state
-
     def _current(self, type_url: str) -> Mapping[str, Resource]:
         return self._snapshot.of_type(type_url) if self._snapshot is not None else {}
 
     # ---- responses -----------------------------------------------------------------------------------------------
 
     def _responses(self) -> Iterator[DeltaDiscoveryResponse]:
-        if self._snapshot is None:
-            return
         order = list(PUSH_ORDER) + sorted(set(self._types) - set(PUSH_ORDER))
         in_flight: list[str] = []
         for type_url in order:
@@ -377,8 +301,7 @@ class DeltaStream:
     def _response(
         self, type_url: str, state: _TypeState, updates: list[Resource], removals: list[str]
     ) -> DeltaDiscoveryResponse:
-        self._nonces += 1
-        nonce = str(self._nonces)
+        nonce = self._next_nonce()
         after = dict(state.known)
         for name in removals:
             after.pop(name, None)

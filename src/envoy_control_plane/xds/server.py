@@ -18,7 +18,8 @@ from envoy.service.discovery.v3.discovery_pb2 import (
 from ..metrics import Metrics
 from .cache import SnapshotCache
 from .delta import DeltaStream
-from .sotw import ProtocolError, SotwStream
+from .sotw import SotwStream
+from .stream import ProtocolError
 from .streams import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -43,39 +44,36 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     async def StreamAggregatedResources(  # noqa: N802 (the generated API's name)
         self, request_iterator: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[DiscoveryResponse]:
-        info = self._streams.open("sotw", context.peer())
-        self._metrics.streams_total.labels("sotw").inc()
-        self._metrics.connected_streams.labels("sotw").inc()
-        try:
-            async for response in SotwStream(self._cache, self._metrics, info).run(request_iterator):
-                yield response
-        except ProtocolError as e:
-            log.warning("stream %d from %s: %s", info.id, info.peer, e)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        finally:
-            self._metrics.connected_streams.labels("sotw").dec()
-            self._streams.close(info)
-            log.info("stream %d: node %s disconnected", info.id, info.node or "(unknown)")
+        """State-of-the-world ADS (Envoy's `api_type: GRPC`)."""
+        async for response in self._serve(SotwStream, request_iterator, context):
+            yield response
 
     async def DeltaAggregatedResources(  # noqa: N802 (the generated API's name)
         self, request_iterator: AsyncIterator[DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[DeltaDiscoveryResponse]:
         """Incremental ADS (Envoy's `api_type: DELTA_GRPC`), beside state-of-the-world on the same server."""
-        info = self._streams.open("delta", context.peer())
-        self._metrics.streams_total.labels("delta").inc()
-        self._metrics.connected_streams.labels("delta").inc()
+        async for response in self._serve(DeltaStream, request_iterator, context):
+            yield response
+
+    async def _serve(
+        self, protocol: type[SotwStream] | type[DeltaStream], requests: AsyncIterator, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator:
+        mode = protocol.mode
+        info = self._streams.open(mode, context.peer())
+        self._metrics.streams_total.labels(mode).inc()
+        self._metrics.connected_streams.labels(mode).inc()
         try:
             # aclosing: the stream's watch on the cache ends with the RPC, not when the generator is collected.
-            async with contextlib.aclosing(DeltaStream(self._cache, self._metrics, info).run(request_iterator)) as run:
+            async with contextlib.aclosing(protocol(self._cache, self._metrics, info).run(requests)) as run:
                 async for response in run:
                     yield response
         except ProtocolError as e:
             log.warning("stream %d from %s: %s", info.id, info.peer, e)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         finally:
-            self._metrics.connected_streams.labels("delta").dec()
+            self._metrics.connected_streams.labels(mode).dec()
             self._streams.close(info)
-            log.info("stream %d: node %s disconnected (delta)", info.id, info.node or "(unknown)")
+            log.info("stream %d: node %s disconnected (%s)", info.id, info.node or "(unknown)", mode)
 
 
 async def start_xds_server(

@@ -16,24 +16,18 @@ The rules (see XDS_PROTOCOL.md) in the order this module applies them:
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 
-from ..metrics import Metrics
-from .cache import Snapshot, SnapshotCache
 from .resource import Resource, version_of
-from .streams import StreamInfo, TypeStatus
+from .stream import Stream
+from .streams import TypeStatus
 from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, WILDCARD_TYPES, short
 
 log = logging.getLogger(__name__)
-
-
-class ProtocolError(Exception):
-    """The client broke the protocol; the stream is ended with this message."""
 
 
 @dataclass
@@ -47,60 +41,16 @@ class _TypeState:
     acked: dict[str, Resource] = field(default_factory=dict)
 
 
-class SotwStream:
-    def __init__(self, cache: SnapshotCache, metrics: Metrics, info: StreamInfo) -> None:
-        self._cache = cache
-        self._metrics = metrics
-        self._info = info
-        self._snapshot: Snapshot | None = None
-        self._types: dict[str, _TypeState] = {}
-        self._nonces = 0
-        self._queue: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
-        self._wake_queued = False
-        self._cancel_watch = lambda: None
+class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
+    mode = "sotw"
 
-    async def run(self, requests: AsyncIterator[DiscoveryRequest]) -> AsyncIterator[DiscoveryResponse]:
-        reader = asyncio.create_task(self._read(requests))
-        try:
-            while True:
-                item = await self._queue.get()
-                if item is None:
-                    self._wake_queued = False
-                elif item.type_url == "":
-                    break  # the client closed its side
-                else:
-                    self._on_request(item)
-                for response in self._responses():
-                    yield response
-        finally:
-            reader.cancel()
-            self._cancel_watch()
-
-    async def _read(self, requests: AsyncIterator[DiscoveryRequest]) -> None:
-        try:
-            async for request in requests:
-                self._queue.put_nowait(request)
-        finally:
-            self._queue.put_nowait(DiscoveryRequest())  # end of stream
-
-    def _on_snapshot(self, snapshot: Snapshot) -> None:
-        self._snapshot = snapshot
-        if not self._wake_queued:
-            self._wake_queued = True
-            self._queue.put_nowait(None)
+    def _new_state(self) -> _TypeState:
+        return _TypeState()
 
     # ---- requests ------------------------------------------------------------------------------------------------
 
     def _on_request(self, request: DiscoveryRequest) -> None:
-        if not self._info.node:
-            if not request.node.id:
-                raise ProtocolError("the first request of a stream must carry node.id")
-            self._info.node = request.node.id
-            self._snapshot = self._cache.get(self._info.node)
-            self._cancel_watch = self._cache.watch(self._info.node, self._on_snapshot)
-            log.info("stream %d: node %s connected (sotw, %s)", self._info.id, self._info.node, self._info.peer)
         type_url = request.type_url
-        self._metrics.requests.labels(short(type_url)).inc()
         state = self._state(type_url)
         status = state.status
         if request.response_nonce:
@@ -130,9 +80,7 @@ class SotwStream:
 
     def _on_nack(self, type_url: str, state: _TypeState, request: DiscoveryRequest) -> None:
         status = state.status
-        status.nacks += 1
-        status.last_nack = request.error_detail.message
-        self._metrics.nacks.labels(short(type_url)).inc()
+        self._count_nack(type_url, status, request.error_detail.message)
         log.warning(
             "node %s rejected %s version %s (keeps %s): %s",
             self._info.node,
@@ -142,18 +90,9 @@ class SotwStream:
             request.error_detail.message,
         )
 
-    def _state(self, type_url: str) -> _TypeState:
-        state = self._types.get(type_url)
-        if state is None:
-            state = self._types[type_url] = _TypeState()
-            self._info.types[type_url] = state.status
-        return state
-
     # ---- responses -----------------------------------------------------------------------------------------------
 
     def _responses(self) -> Iterator[DiscoveryResponse]:
-        if self._snapshot is None:
-            return
         order = list(PUSH_ORDER) + sorted(set(self._types) - set(PUSH_ORDER))
         cds_unanswered = False
         for type_url in order:
@@ -195,8 +134,7 @@ class SotwStream:
     def _response(
         self, type_url: str, state: _TypeState, version: str, resources: list[Resource]
     ) -> DiscoveryResponse:
-        self._nonces += 1
-        nonce = str(self._nonces)
+        nonce = self._next_nonce()
         state.pending, state.force, state.known_version = True, False, version
         state.sent = {r.name: r for r in resources}
         state.status.nonce, state.status.sent_version = nonce, version

@@ -24,7 +24,7 @@ from envoy_control_plane.xds.cache import Snapshot, SnapshotCache
 from envoy_control_plane.xds.delta import DeltaStream
 from envoy_control_plane.xds.resource import Resource
 from envoy_control_plane.xds.server import start_xds_server
-from envoy_control_plane.xds.sotw import ProtocolError
+from envoy_control_plane.xds.stream import ProtocolError
 from envoy_control_plane.xds.streams import StreamRegistry
 from envoy_control_plane.xds.types import CLUSTER, ENDPOINT, LISTENER
 

@@ -16,7 +16,8 @@ from google.rpc.status_pb2 import Status
 from envoy_control_plane.metrics import Metrics
 from envoy_control_plane.xds.cache import Snapshot, SnapshotCache
 from envoy_control_plane.xds.resource import Resource
-from envoy_control_plane.xds.sotw import ProtocolError, SotwStream
+from envoy_control_plane.xds.sotw import SotwStream
+from envoy_control_plane.xds.stream import ProtocolError
 from envoy_control_plane.xds.streams import StreamRegistry
 from envoy_control_plane.xds.types import CLUSTER, ENDPOINT, LISTENER
 

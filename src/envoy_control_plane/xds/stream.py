@@ -1,0 +1,137 @@
+"""What every ADS stream does, whichever protocol: one queue for the client's requests and the cache's news, the
+node taken from the first request, and the per-type status that /debug/nodes shows. The protocols (sotw.py,
+delta.py) say what a request means and what to send."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Generic, Protocol, TypeVar
+
+from ..metrics import Metrics
+from .cache import Snapshot, SnapshotCache
+from .streams import StreamInfo, TypeStatus
+from .types import short
+
+log = logging.getLogger(__name__)
+
+_WAKE = object()  # a new snapshot arrived
+_END = object()  # the client closed its side
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol; the stream is ended with this message."""
+
+
+class _Request(Protocol):
+    type_url: str
+
+    @property
+    def node(self) -> Any: ...
+
+
+class _HasStatus(Protocol):
+    status: TypeStatus
+
+
+Request = TypeVar("Request", bound=_Request)
+Response = TypeVar("Response")
+State = TypeVar("State", bound=_HasStatus)
+
+
+class Stream(ABC, Generic[Request, Response, State]):
+    mode: str  # "sotw" or "delta", for logs
+
+    def __init__(self, cache: SnapshotCache, metrics: Metrics, info: StreamInfo) -> None:
+        self._cache = cache
+        self._metrics = metrics
+        self._info = info
+        self._snapshot: Snapshot | None = None
+        self._types: dict[str, State] = {}
+        self._nonces = 0
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._wake_queued = False
+        self._cancel_watch = lambda: None
+
+    async def run(self, requests: AsyncIterator[Request]) -> AsyncIterator[Response]:
+        reader = asyncio.create_task(self._read(requests))
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is _END:
+                    break
+                if item is _WAKE:
+                    self._wake_queued = False
+                    responses = self.pending()
+                else:
+                    responses = self.receive(item)  # type: ignore[arg-type]
+                for response in responses:
+                    yield response
+        finally:
+            reader.cancel()
+            self._cancel_watch()
+
+    def receive(self, request: Request) -> list[Response]:
+        """Apply one request from the client; returns what may be sent now, in order (at most one per type)."""
+        if not self._info.node:
+            self._connect(request)
+        if not request.type_url:
+            raise ProtocolError("an ADS request must carry type_url")
+        self._metrics.requests.labels(short(request.type_url)).inc()
+        self._on_request(request)
+        return self.pending()
+
+    def pending(self) -> list[Response]:
+        """What may be sent now, given the latest snapshot and what the client has, in order (at most one per type)."""
+        return list(self._responses()) if self._snapshot is not None else []
+
+    @abstractmethod
+    def _on_request(self, request: Request) -> None: ...
+
+    @abstractmethod
+    def _responses(self) -> Iterator[Response]: ...
+
+    @abstractmethod
+    def _new_state(self) -> State: ...
+
+    def _state(self, type_url: str) -> State:
+        state = self._types.get(type_url)
+        if state is None:
+            state = self._types[type_url] = self._new_state()
+            self._info.types[type_url] = state.status
+        return state
+
+    def _next_nonce(self) -> str:
+        self._nonces += 1
+        return str(self._nonces)
+
+    def _count_nack(self, type_url: str, status: TypeStatus, message: str) -> None:
+        status.nacks += 1
+        status.last_nack = message
+        self._metrics.nacks.labels(short(type_url)).inc()
+
+    def _connect(self, request: Request) -> None:
+        """The node is only guaranteed on a stream's first request: take it from there, and watch its snapshots."""
+        if not request.node.id:
+            raise ProtocolError("the first request of a stream must carry node.id")
+        self._info.node = request.node.id
+        self._snapshot = self._cache.get(self._info.node)
+        self._cancel_watch = self._cache.watch(self._info.node, self._on_snapshot)
+        log.info("stream %d: node %s connected (%s, %s)", self._info.id, self._info.node, self.mode, self._info.peer)
+
+    async def _read(self, requests: AsyncIterator[Request]) -> None:
+        try:
+            async for request in requests:
+                self._queue.put_nowait(request)
+        except Exception as e:  # the transport failed: end the stream like a close
+            log.debug("stream %d: reading requests failed: %r", self._info.id, e)
+        finally:
+            self._queue.put_nowait(_END)
+
+    def _on_snapshot(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        if not self._wake_queued:
+            self._wake_queued = True
+            self._queue.put_nowait(_WAKE)

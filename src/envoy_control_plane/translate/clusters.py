@@ -5,15 +5,14 @@ from __future__ import annotations
 from functools import lru_cache
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf.duration_pb2 import Duration
 
 from ..model import EgressListener, IngressListener
 from ..state import listener_name
 from ..xds.resource import Resource
 from ..xds.types import CLUSTER
-from .common import ads_config_source, socket_address
-from .endpoints import service_name
+from .common import ads_config_source
+from .endpoints import assignment, service_name
 
 CONNECT_TIMEOUT = Duration(seconds=1)
 LOCAL_ADDRESS = "127.0.0.1"
@@ -31,20 +30,7 @@ def ingress_cluster(listener: IngressListener) -> Resource:
         name=name,
         type=cluster_pb2.Cluster.STATIC,
         connect_timeout=CONNECT_TIMEOUT,
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=name,
-            endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(
-                            endpoint=endpoint_components_pb2.Endpoint(
-                                address=socket_address(LOCAL_ADDRESS, listener.spec.targetport)
-                            )
-                        )
-                    ]
-                )
-            ],
-        ),
+        load_assignment=assignment(name, (LOCAL_ADDRESS,), listener.spec.targetport),
     )
     return Resource.of(CLUSTER, name, message)
 

@@ -20,19 +20,14 @@ def service_name(cluster_name: str, port: int) -> str:
 def load_assignment(cluster_name: str, port: int, ips: tuple[str, ...]) -> Resource:
     """Built and encoded once per content; every node whose egress targets this cluster and port shares it."""
     name = service_name(cluster_name, port)
-    message = endpoint_pb2.ClusterLoadAssignment(
-        cluster_name=name,
-        endpoints=[
-            endpoint_components_pb2.LocalityLbEndpoints(
-                lb_endpoints=[
-                    endpoint_components_pb2.LbEndpoint(
-                        endpoint=endpoint_components_pb2.Endpoint(address=socket_address(ip, port))
-                    )
-                    for ip in ips
-                ]
-            )
-        ]
-        if ips
-        else [],
-    )
-    return Resource.of(ENDPOINT, name, message)
+    return Resource.of(ENDPOINT, name, assignment(name, ips, port))
+
+
+def assignment(name: str, ips: tuple[str, ...], port: int) -> endpoint_pb2.ClusterLoadAssignment:
+    """The hosts `ips` on `port`, in one locality (no endpoints at all when there are none)."""
+    lb_endpoints = [
+        endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=socket_address(ip, port)))
+        for ip in ips
+    ]
+    localities = [endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)] if ips else []
+    return endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=localities)

@@ -143,10 +143,21 @@ class ManifestSource:
         self.world.replace(self.status.name, merged.values())
 
     async def watch(self, stop: asyncio.Event | None = None) -> None:
-        """Reload on every change under the paths, until `stop` is set (or the task is cancelled)."""
+        """Reload on every change under the paths, until `stop` is set (or the task is cancelled).
+
+        The watcher starts after the first `load()`: its first (empty, timed-out) batch says it is in place, and one
+        more load then catches any edit made in between.
+        """
         watched = [p for p in self.paths if p.exists()]
-        async for changes in watchfiles.awatch(*watched, stop_event=stop, debounce=200, step=20):
-            log.info("manifests changed: %s", ", ".join(sorted({c[1] for c in changes})))
+        in_place = False
+        async for changes in watchfiles.awatch(
+            *watched, stop_event=stop, debounce=200, step=20, yield_on_timeout=True, rust_timeout=1000
+        ):
+            if changes:
+                log.info("manifests changed: %s", ", ".join(sorted({c[1] for c in changes})))
+            elif in_place:
+                continue
+            in_place = True
             self.load()
 
 

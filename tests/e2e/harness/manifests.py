@@ -1,0 +1,82 @@
+"""Kubernetes-style objects as the control plane reads them, and a watched directory to write them into.
+
+Files are replaced atomically (written beside the directory, then renamed in), so the control plane never reads a
+half-written file: a test that edits a manifest sees exactly one reload with the new content.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from envoy_control_plane.model import API_VERSIONS, CLUSTER_NAME_ANNOTATION
+
+_serial = itertools.count()
+
+
+def pod(
+    name: str,
+    ip: str,
+    cluster: str,
+    *,
+    ready: bool = True,
+    terminating: bool = False,
+    namespace: str = "default",
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "annotations": {CLUSTER_NAME_ANNOTATION: cluster}}
+    if terminating:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {
+        "apiVersion": API_VERSIONS["Pod"],
+        "kind": "Pod",
+        "metadata": meta,
+        "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+def ingress(
+    name: str, node: str, listenport: int, targetport: int, rbacallowcluster: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"nodename": node, "listenport": listenport, "targetport": targetport}
+    if rbacallowcluster is not None:
+        spec["rbacallowcluster"] = rbacallowcluster
+    return _listener("IngressListener", name, {**spec, **extra})
+
+
+def egress(name: str, node: str, listenport: int, targetport: int, targetcluster: str, **extra: Any) -> dict[str, Any]:
+    spec = {"nodename": node, "listenport": listenport, "targetport": targetport, "targetcluster": targetcluster}
+    return _listener("EgressListener", name, {**spec, **extra})
+
+
+def _listener(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    spec = {k: v for k, v in spec.items() if v is not None}  # `targetport=None` drops the field
+    meta = {"name": name, "namespace": "default"}
+    return {"apiVersion": API_VERSIONS[kind], "kind": kind, "metadata": meta, "spec": spec}
+
+
+class ManifestDir:
+    """The directory the control plane watches."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._staging = path.parent / f".{path.name}-staging"
+        self._staging.mkdir(exist_ok=True)
+
+    def write(self, filename: str, *docs: dict[str, Any]) -> Path:
+        """Replace `filename` with these documents (a multi-document YAML file)."""
+        return self.write_text(filename, yaml.safe_dump_all(list(docs), sort_keys=False))
+
+    def write_text(self, filename: str, text: str) -> Path:
+        target = self.path / filename
+        staged = self._staging / f"{next(_serial)}-{filename}"
+        staged.write_text(text)
+        os.replace(staged, target)
+        return target
+
+    def remove(self, filename: str) -> None:
+        (self.path / filename).unlink()

@@ -1,0 +1,103 @@
+"""The command line: `bootstrap` output that Envoy accepts, `run` refusing a bad config in one line, `validate`."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .harness.envoy import ENVOY_FLAGS, envoy_binary
+from .harness.manifests import ManifestDir, egress, ingress, pod
+from .harness.plane import plane_command
+
+pytestmark = pytest.mark.timeout(60)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([plane_command(), *args], capture_output=True, text=True, timeout=30, cwd=cwd)
+
+
+@pytest.mark.parametrize("extra", [[], ["--delta", "--format", "json", "--xds", "localhost:18000"]])
+def test_bootstrap_output_is_accepted_by_envoy_validate(tmp_path: Path, extra: list[str]) -> None:
+    result = cli("bootstrap", "--node-id", "x", *extra)
+    assert result.returncode == 0, result.stderr
+    doc = yaml.safe_load(result.stdout)  # JSON is YAML too
+    assert doc["node"]["id"] == "x"
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(result.stdout)
+    check = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), *ENVOY_FLAGS],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "OK" in check.stdout + check.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "fragments"),
+    [
+        ({"bogus": 1, "manifests": ["m"]}, ["bogus", "unknown key"]),
+        ({"xds": {"port": 70000}, "manifests": ["m"]}, ["xds.port", "65535"]),
+        ({"admin": {"port": "http"}, "manifests": ["m"]}, ["admin.port"]),
+        ({"manifests": ["no-such-dir"]}, ["manifests", "no-such-dir", "not found"]),
+    ],
+    ids=["unknown-key", "port-out-of-range", "port-not-a-number", "missing-manifests"],
+)
+def test_run_refuses_a_bad_config_with_one_line(tmp_path: Path, config: dict, fragments: list[str]) -> None:
+    (tmp_path / "m").mkdir()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = cli("run", "--config", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    [line] = lines
+    assert line.startswith("envoy-control-plane: error: ") and str(path) in line, line
+    for fragment in fragments:
+        assert fragment in line, line
+    assert result.stdout == ""
+
+
+def test_run_names_a_missing_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    result = cli("run", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"envoy-control-plane: error: {path}: cannot read: No such file or directory"]
+
+
+def test_validate_prints_every_problem_with_object_and_field(tmp_path: Path) -> None:
+    manifests = ManifestDir(tmp_path / "m")
+    manifests.write(
+        "listeners.yaml",
+        ingress("bad-port", "n", 70000, 80),
+        egress("no-cluster", "n", 9000, 80, None),
+        egress("fine", "n", 9001, 80, "backends"),
+    )
+    manifests.write("pods.yaml", pod("good", "10.0.0.1", "backends"), pod("bad-ip", "300.1.2.3", "x"))
+    manifests.write_text("broken.yaml", "kind: Pod\nmetadata: {name: a\n  - : [\n")
+    result = cli("validate", str(manifests.path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    expected = [
+        ("broken.yaml", "not valid YAML"),
+        ("listeners.yaml", "IngressListener default/bad-port: spec.listenport:"),
+        ("listeners.yaml", "EgressListener default/no-cluster: spec.targetcluster:"),
+        ("pods.yaml", "Pod default/bad-ip: status.podIP:"),
+    ]
+    assert len(lines) == len(expected), result.stdout
+    for (filename, fragment), line in zip(expected, lines, strict=True):
+        assert line.startswith(str(manifests.path / filename)) and fragment in line, line
+    assert result.stderr.strip() == "2 objects, 4 problems"
+
+
+def test_validate_accepts_the_examples() -> None:
+    result = cli("validate", str(EXAMPLES / "manifests"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert result.stderr.strip() == "5 objects, 0 problems"

@@ -21,13 +21,14 @@ from .xds.server import start_xds_server
 from .xds.streams import StreamRegistry
 
 if TYPE_CHECKING:
-    from .sources.kubernetes import KubernetesSource
+    from .sources.kubernetes import KubernetesSource, WatchSettings
 
 log = logging.getLogger(__name__)
 
 
 class ControlPlane:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, watch_settings: WatchSettings | None = None) -> None:
+        """`watch_settings` tunes the Kubernetes watches (tests shorten timeouts and backoffs)."""
         self.config = config
         self.metrics = Metrics()
         self.world = World(self.metrics)
@@ -39,8 +40,10 @@ class ControlPlane:
         self.clusters: list[KubernetesSource] = []
         if config.clusters:
             from .sources.kubernetes import KubernetesSource  # kubernetes_asyncio is heavy: only when it is used
+            from .sources.kubernetes.reflector import WatchSettings
 
-            self.clusters = [KubernetesSource(c, self.world, metrics=self.metrics) for c in config.clusters]
+            settings = watch_settings or WatchSettings()
+            self.clusters = [KubernetesSource(c, self.world, settings, self.metrics) for c in config.clusters]
         self.xds_port = 0
         self.admin_port = 0
         self._tasks: list[asyncio.Task[None]] = []

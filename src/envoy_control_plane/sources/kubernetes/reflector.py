@@ -94,9 +94,13 @@ class Reflector:
                     await asyncio.sleep(self.settings.absent_retry)
                     continue
                 if await self._watch():
-                    self._backoff.reset()
                     continue
             except KubeError as e:
+                if e.expired:
+                    log.info("%s: %s: resourceVersion %s expired; relisting", self.source, self.resource.kind,
+                             self.resource_version)
+                    self.resource_version = None
+                    continue  # the server answered: relist at once, deletions in the gap must not wait
                 self._failed(e)
             except Exception:  # a bug must not end the cluster's watch for good: report it, resync, go on
                 log.exception("%s: %s: unexpected error; relisting", self.source, self.resource.kind)
@@ -215,15 +219,11 @@ class Reflector:
     def _answered(self) -> None:
         if not self.up:
             log.info("%s: %s: the API server answers", self.source, self.resource.kind)
+        self._backoff.reset()
         self.up, self.last_error = True, None
         self._on_change()
 
     def _failed(self, e: KubeError) -> None:
-        if e.expired:
-            log.info("%s: %s: resourceVersion %s expired; relisting", self.source, self.resource.kind,
-                     self.resource_version)
-            self.resource_version = None
-            return
         if self.last_error is None:  # the first failure since the server last answered
             kept = "; its last known objects stay until it answers" if self.listed else ""
             log.warning("%s: %s: %s; retrying%s", self.source, self.resource.kind, e, kept)

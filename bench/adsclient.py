@@ -2,7 +2,9 @@
 
 Request sequence of a real Envoy 1.40 (observed with a logging ADS server, bootstrap with cds/lds over ADS):
 
-State of the world (StreamAggregatedResources); the node (61 KB: 516 `extensions`) is on *every* request:
+State of the world (StreamAggregatedResources); the node (61 KB: 516 `extensions`) is on *every* request (unless the
+bootstrap sets `set_node_on_first_message_only`, as `envoy-control-plane bootstrap` does: then only on a stream's
+first request; `node_on_first_request_only=True` does that):
   1. CDS version_info="" resource_names=[] (wildcard).
   2. On a CDS response: first an EDS request naming `eds_cluster_config.service_name` (or the cluster name) of every
      EDS cluster in CDS order, with the last EDS version_info/nonce received (""/"" at first, possibly stale),
@@ -152,6 +154,7 @@ class AdsClient(abc.ABC):
         node_profile: str = "envoy",
         init_fetch_timeout: float = 15.0,
         max_failures: int = 20,
+        node_on_first_request_only: bool = False,
     ) -> None:
         self.node_id = node_id
         self.messages_received = 0
@@ -165,6 +168,8 @@ class AdsClient(abc.ABC):
         self.endpoints: dict[str, Endpoints] = {}  # EDS name -> routable endpoints
         self.listeners: dict[str, tuple[str, ...]] = {}  # name -> RDS names
         self._node = node_field(self._wrapper, node_id, cluster, node_profile)
+        self._node_first_only = node_on_first_request_only  # Envoy's set_node_on_first_message_only
+        self._node_sent = False  # on the current stream
         self._init_fetch_timeout = init_fetch_timeout
         self._max_failures = max_failures
         self._nack: dict[str, str] = {}
@@ -214,6 +219,7 @@ class AdsClient(abc.ABC):
         """Run one stream; True if it delivered a response. Only this coroutine writes to the call."""
         self.streams += 1
         self._pending = []
+        self._node_sent = False
         if self._init_deadline is None:
             self._init_deadline = time.monotonic() + self._init_fetch_timeout
         self._on_connect()
@@ -259,7 +265,9 @@ class AdsClient(abc.ABC):
     def _send(self, request: Message) -> None:
         """Queue a request (with the node) for the current stream; dropped when there is none."""
         if self._pending is not None:
-            self._pending.append(request.SerializeToString() + self._node)
+            node = b"" if self._node_first_only and self._node_sent else self._node
+            self._node_sent = True
+            self._pending.append(request.SerializeToString() + node)
 
     async def _flush(self, call: grpc.aio.StreamStreamCall) -> None:
         while self._pending:

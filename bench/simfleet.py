@@ -2,9 +2,9 @@
 
     python -m bench.simfleet --xds 127.0.0.1:18000 --nodes 100 --mode sotw
 
-Nodes are node-0 .. node-(N-1); one gRPC channel (one HTTP/2 connection) carries --per-channel streams, so the
-server's max concurrent streams must allow that many. Times are time.monotonic() (CLOCK_MONOTONIC: comparable
-between processes on one Linux host).
+Nodes are node-0 .. node-(N-1) (from node-<F> with --first-node F); one gRPC channel (one HTTP/2 connection)
+carries --per-channel streams, so the server's max concurrent streams must allow that many. Times are
+time.monotonic() (CLOCK_MONOTONIC: comparable between processes on one Linux host).
 
 Cost: with the default 60 KB Envoy-like node, 1,000 clients take about 0.2-0.3 s of one core per fan-out round (one
 EDS response and its ACK each), about what a trivial grpc.aio server with pre-serialized responses spends on the
@@ -21,9 +21,11 @@ echoes the request's "id" if it has one and has "ok" (false with "error" on fail
   {"cmd": "mark", "forget": false}
       -> {"ok": true, "mark": T}: the current time; with "forget", arrivals before T are dropped (to bound memory).
   {"cmd": "wait", "listeners": [name], "clusters": [name], "endpoints": {eds_name: ["ip:port"]},
-   "absent": {eds_name: ["ip:port"]}, "timeout": 30}
+   "absent": {eds_name: ["ip:port"]}, "versions": {node_id: {type: version}}, "nodes": [node_id], "timeout": 30}
       -> Wait until every node has ACKed LDS and holds (ACKed) all those listeners, clusters and endpoints and none of
-         the absent endpoints. {"ok": true, "elapsed", "first", "p50", "p99", "last"}: times at which nodes got there
+         the absent endpoints, and has ACKed exactly the version given for it in "versions" of each type there.
+         "nodes" (default: the keys of "versions" if given, else every node) limits the wait to those nodes.
+         {"ok": true, "elapsed", "first", "p50", "p99", "last"}: times at which nodes got there
          (the arrival that completed it; for a node already there, its latest arrival); on timeout
          {"ok": false, "error": "timeout", "satisfied": n, "pending": [first 20 node ids], "pending_count"}.
   {"cmd": "arrivals", "since": T, "types": ["eds"], "endpoints": false}
@@ -62,11 +64,16 @@ def target(request: dict[str, Any]) -> Predicate:
     listeners, clusters = request.get("listeners", []), request.get("clusters", [])
     present = {name: frozenset(eps) for name, eps in request.get("endpoints", {}).items()}
     absent = {name: frozenset(eps) for name, eps in request.get("absent", {}).items()}
+    versions = {
+        node: [(TYPES[short], version) for short, version in by_type.items()]
+        for node, by_type in request.get("versions", {}).items()
+    }
 
     def holds(client: AdsClient) -> bool:
         held = client.endpoints
         return (
             LDS in client.acked_versions
+            and all(client.acked_versions.get(url) == version for url, version in versions.get(client.node_id, ()))
             and all(name in client.listeners for name in listeners)
             and all(name in client.clusters for name in clusters)
             and all(eps <= held.get(name, frozenset()) for name, eps in present.items())
@@ -177,9 +184,11 @@ class Fleet:
     async def wait(self, request: dict[str, Any]) -> Reply:
         """Wait until every node holds the target."""
         holds, timeout, start = target(request), float(request.get("timeout", 30)), time.monotonic()
-        times = await asyncio.gather(*(client.wait_for(holds, timeout) for client in self.clients))
+        names = request["nodes"] if "nodes" in request else list(request["versions"]) if "versions" in request else None
+        clients = self.clients if names is None else [c for c in self.clients if c.node_id in set(names)]
+        times = await asyncio.gather(*(client.wait_for(holds, timeout) for client in clients))
         done = sorted(t for t in times if t is not None)
-        pending = [client.node_id for client, t in zip(self.clients, times) if t is None]
+        pending = [client.node_id for client, t in zip(clients, times) if t is None]
         reply: Reply = {"ok": not pending, "elapsed": time.monotonic() - start, "satisfied": len(done)}
         if done:
             reply |= {
@@ -213,8 +222,13 @@ def _write(reply: Reply) -> None:
 
 async def _main(args: argparse.Namespace) -> None:
     kind = SotwClient if args.mode == "sotw" else DeltaClient
-    options = {"node_profile": args.node_profile, "init_fetch_timeout": args.init_fetch_timeout}
-    clients: list[AdsClient] = [kind(f"node-{i}", args.cluster, **options) for i in range(args.nodes)]
+    options = {
+        "node_profile": args.node_profile,
+        "init_fetch_timeout": args.init_fetch_timeout,
+        "node_on_first_request_only": args.node_first_only,
+    }
+    first = args.first_node
+    clients: list[AdsClient] = [kind(f"node-{i}", args.cluster, **options) for i in range(first, first + args.nodes)]
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=16 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -231,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cluster", default="simfleet", help="node.cluster")
     parser.add_argument("--node-profile", choices=("envoy", "minimal"), default="envoy",
                         help="envoy: a 60 KB node on every request, as Envoy 1.40 sends; minimal: id and cluster")
+    parser.add_argument("--node-first-only", action="store_true",
+                        help="send the node only on a stream's first request (set_node_on_first_message_only)")
+    parser.add_argument("--first-node", type=int, default=0, help="number of the first node (node-<first> ...)")
     parser.add_argument("--init-fetch-timeout", type=float, default=15.0, help="seconds before LDS without EDS")
     args = parser.parse_args(argv)
     asyncio.run(_main(args))

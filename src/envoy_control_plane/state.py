@@ -56,6 +56,8 @@ class World:
         self._dirty_nodes: set[str] = set()
         self._dirty_clusters: set[str] = set()
         self._listeners_cache: dict[str, NodeListeners] = {}
+        # endpoints() of each cluster name, until it changes: every node using the cluster asks during a rebuild
+        self._sorted_endpoints: dict[str, tuple[str, ...]] = {}
         self.on_change: Callable[[], None] | None = None
 
     # ---- writes (sources) ----------------------------------------------------------------------------------------
@@ -98,8 +100,11 @@ class World:
 
     def endpoints(self, cluster_name: str) -> tuple[str, ...]:
         """The IPs of the pods that can take traffic for this cluster name, sorted."""
-        ips = self._endpoints.get(cluster_name)
-        return tuple(sorted(ips)) if ips else ()
+        cached = self._sorted_endpoints.get(cluster_name)
+        if cached is None:
+            ips = self._endpoints.get(cluster_name)
+            cached = self._sorted_endpoints[cluster_name] = tuple(sorted(ips)) if ips else ()
+        return cached
 
     def nodes(self) -> list[str]:
         return sorted(n for n, listeners in self._node_listeners.items() if listeners)
@@ -176,6 +181,7 @@ class World:
 
     def _cluster_changed(self, cluster_name: str) -> None:
         self._dirty_clusters.add(cluster_name)
+        self._sorted_endpoints.pop(cluster_name, None)
         for node in self._cluster_users.get(cluster_name, ()):
             self._dirty_nodes.add(node)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from envoy.config.cluster.v3 import cluster_pb2
 from google.protobuf.duration_pb2 import Duration
 
@@ -11,7 +9,7 @@ from ..model import EgressListener, IngressListener
 from ..state import listener_name
 from ..xds.resource import Resource
 from ..xds.types import CLUSTER
-from .common import ads_config_source
+from .common import ads_config_source, listener_key, memo_latest
 from .endpoints import assignment, service_name
 
 CONNECT_TIMEOUT = Duration(seconds=1)
@@ -22,7 +20,7 @@ def cluster_name_for(listener: IngressListener | EgressListener) -> str:
     return f"{listener_name(listener)}_cluster"
 
 
-@lru_cache(maxsize=16384)
+@memo_latest(key=listener_key)
 def ingress_cluster(listener: IngressListener) -> Resource:
     """A static cluster with one endpoint, the local workload on 127.0.0.1:targetport."""
     name = cluster_name_for(listener)
@@ -35,7 +33,7 @@ def ingress_cluster(listener: IngressListener) -> Resource:
     return Resource.of(CLUSTER, name, message)
 
 
-@lru_cache(maxsize=16384)
+@memo_latest(key=listener_key)
 def egress_cluster(listener: EgressListener) -> Resource:
     """An EDS cluster whose endpoints (the targetcluster pods on targetport) arrive over ADS."""
     name = cluster_name_for(listener)

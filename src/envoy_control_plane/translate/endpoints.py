@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from ..xds.resource import Resource
 from ..xds.types import ENDPOINT
-from .common import socket_address
+from .common import memo_latest, socket_address
 
 
 def service_name(cluster_name: str, port: int) -> str:
@@ -16,7 +14,7 @@ def service_name(cluster_name: str, port: int) -> str:
     return f"{cluster_name}:{port}"
 
 
-@lru_cache(maxsize=16384)
+@memo_latest(key=lambda cluster_name, port, _ips: (cluster_name, port))
 def load_assignment(cluster_name: str, port: int, ips: tuple[str, ...]) -> Resource:
     """Built and encoded once per content; every node whose egress targets this cluster and port shares it."""
     name = service_name(cluster_name, port)

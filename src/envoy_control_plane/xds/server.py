@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
@@ -14,6 +14,7 @@ from envoy.service.discovery.v3.discovery_pb2 import (
     DiscoveryRequest,
     DiscoveryResponse,
 )
+from google.protobuf.message import Message
 
 from ..metrics import Metrics
 from .cache import SnapshotCache
@@ -23,6 +24,8 @@ from .stream import ProtocolError
 from .streams import StreamRegistry
 
 log = logging.getLogger(__name__)
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
@@ -76,12 +79,50 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             log.info("stream %d: node %s disconnected (%s)", info.id, info.node or "(unknown)", mode)
 
 
+def _slim_node(message_type: type[Message]) -> Callable[[bytes], Message]:
+    """A request deserializer that drops the node's `extensions` and `client_features`.
+
+    Envoy 1.40 describes itself in about 60 KB (every extension it was built with) on a stream's first request, and
+    nothing here reads that part. Clearing fields does not shrink a parsed message (its memory is one arena), so the
+    request is parsed again from its slim serialisation and the big one is freed; a thousand connecting Envoys then
+    hold kilobytes each, not 60 KB.
+    """
+
+    def deserialize(data: bytes) -> Message:
+        message = message_type.FromString(data)
+        node = message.node  # type: ignore[attr-defined]
+        if not (node.extensions or node.client_features):
+            return message
+        node.ClearField("extensions")
+        node.ClearField("client_features")
+        return message_type.FromString(message.SerializeToString())
+
+    return deserialize
+
+
+def _add_ads(service: AdsService, server: grpc.aio.Server) -> None:
+    """The generated registration, with the slimming deserializers."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            service.StreamAggregatedResources,
+            request_deserializer=_slim_node(DiscoveryRequest),
+            response_serializer=DiscoveryResponse.SerializeToString,
+        ),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            service.DeltaAggregatedResources,
+            request_deserializer=_slim_node(DeltaDiscoveryRequest),
+            response_serializer=DeltaDiscoveryResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
+
+
 async def start_xds_server(
     address: str, port: int, cache: SnapshotCache, metrics: Metrics, streams: StreamRegistry
 ) -> tuple[grpc.aio.Server, int]:
     """Start serving ADS; returns the server and the port it bound (useful with port 0)."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsService(cache, metrics, streams), server)
+    _add_ads(AdsService(cache, metrics, streams), server)
     bound = server.add_insecure_port(f"{address}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen for xDS on {address}:{port}")

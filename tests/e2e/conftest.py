@@ -3,9 +3,10 @@
 All are factories, so a test decides what to start and when:
 - `manifests`: the watched directory (ManifestDir), written before or after the control plane starts
 - `start_plane(**config)`: the control plane in this process (ports chosen by the kernel; keyword arguments override
-  config keys), returning an InProcessPlane once its manifest watcher is live
+  config keys), returning an InProcessPlane
 - `start_plane_process()`: the control plane as `envoy-control-plane run` (fixed ports, can be killed and restarted)
-- `start_envoy(node_id, xds_port)`: a real Envoy, returned once it is LIVE (has its initial config)
+- `start_envoy(node_id, xds_port, delta=False)`: a real Envoy (SotW or delta xDS), returned once it is LIVE (has its
+  initial config)
 - `backends({name: ip})`: TCP servers on one port across loopback IPs, each answering its name
 - (autouse) the control plane's log records in `caplog`, at E2E_LOG_LEVEL (default INFO); E2E_ENVOY_LOG sets
   Envoy's log level (default warning). Process logs are printed on teardown when a test failed.
@@ -21,9 +22,8 @@ from pathlib import Path
 import pytest
 
 from envoy_control_plane.app import ControlPlane
-from envoy_control_plane.config import build_config
 
-from .harness import BackendGroup, Envoy, InProcessPlane, ManifestDir, PlaneProcess, start_backends, wait_until
+from .harness import BackendGroup, Envoy, InProcessPlane, ManifestDir, PlaneProcess, loopback_config, start_backends
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -48,35 +48,10 @@ async def start_plane(manifests: ManifestDir) -> AsyncIterator[Callable[..., Awa
     planes: list[ControlPlane] = []
 
     async def start(**overrides: object) -> InProcessPlane:
-        raw = {
-            "xds": {"address": "127.0.0.1", "debounce_ms": 10},
-            "admin": {"address": "127.0.0.1"},
-            "manifests": [str(manifests.path)],
-            "ingress_address": "127.0.0.1",
-            **overrides,
-        }
-        config = build_config(raw, source="test")
-        # Port 0 (the kernel picks; ControlPlane reports what it bound) is not a valid port in a config file.
-        ports = {"xds": config.xds.model_copy(update={"port": 0}), "admin": config.admin.model_copy(update={"port": 0})}
-        config = config.model_copy(update=ports)
-        control_plane = ControlPlane(config)
+        control_plane = ControlPlane(loopback_config(manifests=[str(manifests.path)], **overrides))
         planes.append(control_plane)
-        await control_plane.start()
-        plane = InProcessPlane(control_plane)
-        # The watcher starts in a task after start() returns: an edit made before it watches would go unnoticed.
-        # Touch a file (no objects in it) until a reload shows that the watcher is live.
-        since = plane.manifest_status.last_change
-        probe = 0
-
-        def touched() -> bool:
-            nonlocal probe
-            probe += 1
-            (manifests.path / "watch-probe.txt").write_text(str(probe))
-            last = plane.manifest_status.last_change
-            return last is not None and since is not None and last > since
-
-        await wait_until(touched, 10, interval=0.25, what="the manifest watcher to notice a file")
-        return plane
+        await control_plane.start()  # edits from here on are seen: the watcher reloads once it is in place
+        return InProcessPlane(control_plane)
 
     try:
         yield start
@@ -114,8 +89,8 @@ async def start_envoy(
     runs in reverse setup order): a control plane stopping under connected Envoys waits out its gRPC grace period."""
     envoys: list[Envoy] = []
 
-    async def start(node_id: str, xds_port: int, live: bool = True) -> Envoy:
-        envoy = Envoy(node_id, tmp_path, xds_port)
+    async def start(node_id: str, xds_port: int, live: bool = True, delta: bool = False) -> Envoy:
+        envoy = Envoy(node_id, tmp_path, xds_port, delta=delta)
         envoys.append(envoy)
         await envoy.start()
         if live:

@@ -22,12 +22,11 @@ from typing import Any
 import pytest
 
 from envoy_control_plane.app import ControlPlane
-from envoy_control_plane.config import build_config
 from envoy_control_plane.model import API_VERSIONS, CLUSTER_NAME_ANNOTATION
 from envoy_control_plane.sources.kubernetes import WatchSettings
 from tests.fakekube import FakeKube
 
-from .harness import InProcessPlane, free_port, talk_many, wait_until
+from .harness import InProcessPlane, free_port, loopback_config, talk_many, wait_until
 
 # The production WatchSettings back off up to 30 s and watch for 5-10 min; `start_kube_plane` gives ControlPlane these
 # instead. Short backoffs make an outage end within a fraction of a second of the server coming back; the watch
@@ -81,21 +80,7 @@ async def start_kube_plane() -> AsyncIterator[Callable[..., Awaitable[InProcessP
     planes: list[ControlPlane] = []
 
     async def start(*clusters: KubeCluster, settings: WatchSettings = FAST, **overrides: Any) -> InProcessPlane:
-        raw = {
-            "xds": {"address": "127.0.0.1", "debounce_ms": 10},
-            "admin": {"address": "127.0.0.1"},
-            "clusters": [c.config() for c in clusters],
-            "ingress_address": "127.0.0.1",
-            **overrides,
-        }
-        config = build_config(raw, source="test")
-        # Port 0 (the kernel picks; ControlPlane reports what it bound) is not a valid port in a config file.
-        config = config.model_copy(
-            update={
-                "xds": config.xds.model_copy(update={"port": 0}),
-                "admin": config.admin.model_copy(update={"port": 0}),
-            }
-        )
+        config = loopback_config(clusters=[c.config() for c in clusters], **overrides)
         control_plane = ControlPlane(config, settings)
         planes.append(control_plane)
         await control_plane.start()

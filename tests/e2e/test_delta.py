@@ -1,13 +1,11 @@
 """Incremental (delta) ADS against a real Envoy bootstrapped with `api_type: DELTA_GRPC`.
 
-The shared fixtures start the control plane and the backends; Envoy is started here (in delta mode) with the shared
-harness's Envoy class, and stopped on teardown.
+The shared fixtures start the control plane, the backends and Envoy (`start_envoy(..., delta=True)`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable
 
 import pytest
 
@@ -23,29 +21,6 @@ pytestmark = pytest.mark.timeout(90)
 
 NODE = "node-delta"
 XDS = ("CDS", "EDS", "LDS")
-
-
-@pytest.fixture
-async def start_delta_envoy(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[Callable[[str, int], Awaitable[Envoy]]]:
-    envoys: list[Envoy] = []
-
-    async def start(node_id: str, xds_port: int) -> Envoy:
-        envoy = Envoy(node_id, tmp_path, xds_port, delta=True)
-        envoys.append(envoy)
-        assert "DELTA_GRPC" in envoy.bootstrap_path.read_text()
-        await envoy.start()
-        await envoy.wait_live()
-        return envoy
-
-    try:
-        yield start
-    finally:
-        for envoy in envoys:
-            envoy.stop()
-            if any(getattr(getattr(request.node, f"report_{w}", None), "failed", False) for w in ("setup", "call")):
-                print(f"---- envoy {envoy.node_id} log ({envoy.log_path})\n{envoy.log_tail()}")
 
 
 async def responses(admin: PlaneAdmin) -> dict[str, float]:
@@ -66,7 +41,7 @@ async def delta_streams(admin: PlaneAdmin, node: str) -> list[dict]:
 
 
 async def test_delta_envoy_gets_traffic_endpoint_and_listener_updates(
-    manifests, start_plane, start_delta_envoy, backends
+    manifests, start_plane, start_envoy, backends
 ):
     pods = await backends({"backend-a": "127.0.0.2", "backend-b": "127.0.0.3"})
     app = (await backends({"app": "127.0.0.1"}))["app"]
@@ -78,7 +53,8 @@ async def test_delta_envoy_gets_traffic_endpoint_and_listener_updates(
         ingress("app", NODE, app_listen, app.port),
     )
     plane = await start_plane()
-    envoy = await start_delta_envoy(NODE, plane.xds_port)
+    envoy = await start_envoy(NODE, plane.xds_port, delta=True)
+    assert "DELTA_GRPC" in envoy.bootstrap_path.read_text()
     admin = plane.admin
 
     (stream,) = await delta_streams(admin, NODE)
@@ -120,7 +96,7 @@ async def test_delta_envoy_gets_traffic_endpoint_and_listener_updates(
 
 
 async def test_delta_reconnect_to_a_restarted_control_plane_resends_nothing_unchanged(
-    manifests, start_plane_process, start_delta_envoy, backends
+    manifests, start_plane_process, start_envoy, backends
 ):
     """Envoy declares what it has (initial_resource_versions); the new process, with the same content, sends nothing
     until something changes, and then only that."""
@@ -129,7 +105,7 @@ async def test_delta_reconnect_to_a_restarted_control_plane_resends_nothing_unch
     manifests.write("pods.yaml", pod("backend-a", "127.0.0.2", "backends"), pod("backend-b", "127.0.0.3", "backends"))
     manifests.write("listeners.yaml", egress("backends", NODE, listen, pods.port, "backends"))
     plane = await start_plane_process()
-    envoy = await start_delta_envoy(NODE, plane.xds_port)
+    envoy = await start_envoy(NODE, plane.xds_port, delta=True)
     await plane.admin.wait_in_sync(NODE)
     assert set(await talk_many(listen, 10)) == {"backend-a", "backend-b"}
 
@@ -150,7 +126,7 @@ async def test_delta_reconnect_to_a_restarted_control_plane_resends_nothing_unch
     await assert_nothing_rejected(envoy, plane.admin)
 
 
-async def test_a_changed_eds_cluster_finishes_warming(manifests, start_plane, start_delta_envoy, backends):
+async def test_a_changed_eds_cluster_finishes_warming(manifests, start_plane, start_envoy, backends):
     """A CDS change to an EDS cluster whose endpoints did not change: the control plane resends its assignment, so
     the new cluster leaves warming at once. No manifest edit changes a cluster but not its endpoints, so the changed
     cluster is put into the node's snapshot directly."""
@@ -159,7 +135,7 @@ async def test_a_changed_eds_cluster_finishes_warming(manifests, start_plane, st
     manifests.write("pods.yaml", pod("backend-a", "127.0.0.2", "backends"), pod("backend-b", "127.0.0.3", "backends"))
     manifests.write("listeners.yaml", egress("backends", NODE, listen, pods.port, "backends"))
     plane = await start_plane()
-    envoy = await start_delta_envoy(NODE, plane.xds_port)
+    envoy = await start_envoy(NODE, plane.xds_port, delta=True)
     await plane.admin.wait_in_sync(NODE)
     before = await responses(plane.admin)
 

@@ -12,7 +12,7 @@ Every process is started by a pytest fixture (see ../conftest.py) that stops it 
 from .envoy import Envoy
 from .manifests import ManifestDir, egress, ingress, pod
 from .net import Backend, BackendGroup, free_port, start_backend, start_backends, talk, talk_many
-from .plane import InProcessPlane, PlaneAdmin, PlaneProcess, metric_value
+from .plane import InProcessPlane, PlaneAdmin, PlaneProcess, loopback_config, metric_value
 from .wait import settle, wait_until
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "egress",
     "free_port",
     "ingress",
+    "loopback_config",
     "metric_value",
     "pod",
     "settle",

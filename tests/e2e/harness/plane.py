@@ -129,6 +129,22 @@ class PlaneProcess:
         return procs.tail(self.log_path, lines)
 
 
+def loopback_config(**overrides: Any) -> Any:
+    """A control plane config on loopback, with ports the kernel picks (ControlPlane reports what it bound)."""
+    from envoy_control_plane.config import build_config
+
+    raw = {
+        "xds": {"address": "127.0.0.1", "debounce_ms": 10},
+        "admin": {"address": "127.0.0.1"},
+        "ingress_address": "127.0.0.1",
+        **overrides,
+    }
+    config = build_config(raw, source="test")
+    # Port 0 is not a valid port in a config file, so it is set after validation.
+    ports = {"xds": config.xds.model_copy(update={"port": 0}), "admin": config.admin.model_copy(update={"port": 0})}
+    return config.model_copy(update=ports)
+
+
 class InProcessPlane:
     """A ControlPlane running in the test's event loop, with its admin API and manifest source at hand."""
 

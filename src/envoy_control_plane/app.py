@@ -39,8 +39,8 @@ class ControlPlane:
         self.manifests = ManifestSource(config.manifests, self.world) if config.manifests else None
         self.clusters: list[KubernetesSource] = []
         if config.clusters:
-            from .sources.kubernetes import KubernetesSource  # kubernetes_asyncio is heavy: only when it is used
-            from .sources.kubernetes.reflector import WatchSettings
+            # kubernetes_asyncio is heavy to import: only when it is used
+            from .sources.kubernetes import KubernetesSource, WatchSettings
 
             settings = watch_settings or WatchSettings()
             self.clusters = [KubernetesSource(c, self.world, settings, self.metrics) for c in config.clusters]

@@ -31,6 +31,7 @@ SUFFIXES = (".yaml", ".yml", ".json")
 class FileResult:
     objects: dict[ObjectRef, KubeObject] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    invalid: set[str] = field(default_factory=set)  # the objects (as ObjectError names them) that failed to parse
     unreadable: bool = False  # the whole file failed (I/O or YAML syntax)
 
 
@@ -49,12 +50,19 @@ def manifest_files(paths: Iterable[Path]) -> list[Path]:
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def read_file(path: Path) -> FileResult:
+def read_file(path: Path, cache: dict[Path, tuple[str, FileResult]] | None = None) -> FileResult:
+    """Read and parse one file. With `cache` (each file's last text and result), a file whose text did not change
+    is not parsed again: one pod edited among 10,000 costs reading the files, not parsing them all."""
     try:
         text = path.read_text()
     except OSError as e:
         return FileResult(errors=[f"{path}: cannot read: {e.strerror}"], unreadable=True)
-    return parse_text(path, text)
+    if cache is None:
+        return parse_text(path, text)
+    cached = cache.get(path)
+    if cached is None or cached[0] != text:
+        cached = cache[path] = (text, parse_text(path, text))
+    return cached[1]
 
 
 def parse_text(path: Path, text: str) -> FileResult:
@@ -71,6 +79,7 @@ def parse_text(path: Path, text: str) -> FileResult:
             obj = parse_object(doc)
         except ObjectError as e:
             result.errors.append(f"{path}: {e}")
+            result.invalid.add(e.ref)
             continue
         if obj is None:
             continue
@@ -122,28 +131,19 @@ class ManifestSource:
         self._parsed: dict[Path, tuple[str, FileResult]] = {}  # each file's last text and what it parsed to
 
     def load(self) -> None:
-        """Read every file and hand the result to the World as one replacement.
-
-        Every file is read, but only a file whose text changed is parsed again: one pod edited among 10,000 costs
-        reading the files, not parsing them all."""
+        """Read every file and hand the result to the World as one replacement."""
         problems: list[str] = []
         current: dict[Path, dict[ObjectRef, KubeObject]] = {}
-        parsed: dict[Path, tuple[str, FileResult]] = {}
-        for path in manifest_files(self.paths):
-            try:
-                text = path.read_text()
-            except OSError as e:
-                result = FileResult(errors=[f"{path}: cannot read: {e.strerror}"], unreadable=True)
-            else:
-                cached = self._parsed.get(path)
-                result = cached[1] if cached is not None and cached[0] == text else parse_text(path, text)
-                parsed[path] = (text, result)
+        files = manifest_files(self.paths)
+        self._parsed = {path: self._parsed[path] for path in files if path in self._parsed}  # forget deleted files
+        for path in files:
+            result = read_file(path, self._parsed)
             previous = self._last_good.get(path, {})
             if result.unreadable:
                 current[path] = previous  # keep what the file gave before it broke
             else:
                 # An object that turned invalid keeps its last good version, so its listener keeps working.
-                kept = {ref: obj for ref, obj in previous.items() if ref not in result.objects and _named(ref, result)}
+                kept = {ref: obj for ref, obj in previous.items() if str(ref) in result.invalid}
                 current[path] = {**result.objects, **kept}
             problems += result.errors
         merged: dict[ObjectRef, KubeObject] = {}
@@ -154,7 +154,6 @@ class ManifestSource:
                     continue
                 merged[ref] = obj
         self._last_good = current
-        self._parsed = parsed
         for problem in problems:
             if problem not in self.status.problems:
                 log.error("manifest problem: %s", problem)
@@ -182,8 +181,3 @@ class ManifestSource:
             in_place = True
             self.load()
 
-
-def _named(ref: ObjectRef, result: FileResult) -> bool:
-    """Whether the file still names this object (in a document that failed to parse)."""
-    prefix = f"{ref}:"
-    return any(f": {prefix}" in error for error in result.errors)

@@ -67,3 +67,20 @@ def test_validate_reports_every_problem(tmp_path):
     assert any("missing: no such file" in p for p in problems)
     assert any("IngressListener default/in: spec.listenport" in p for p in problems)
     assert any("EgressListener default/out: also defined in" in p for p in problems)
+
+
+def test_only_changed_files_are_parsed_again(tmp_path, monkeypatch):
+    from envoy_control_plane.sources import manifests
+
+    write(tmp_path / "a.yaml", pod_doc("p1", "web", "10.0.0.1"))
+    write(tmp_path / "b.yaml", pod_doc("p2", "web", "10.0.0.2"))
+    parsed: list[str] = []
+    real = manifests.parse_text
+    monkeypatch.setattr(manifests, "parse_text", lambda path, text: parsed.append(path.name) or real(path, text))
+    world = World()
+    source = ManifestSource([tmp_path], world)
+    source.load()
+    write(tmp_path / "b.yaml", pod_doc("p2", "web", "10.0.0.3"))
+    source.load()
+    assert parsed == ["a.yaml", "b.yaml", "b.yaml"]
+    assert world.endpoints("web") == ("10.0.0.1", "10.0.0.3")

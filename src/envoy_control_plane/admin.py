@@ -42,6 +42,7 @@ def make_app(
         for status in sources():
             metrics.source_up.labels(status.name).set(int(status.up))
             metrics.source_stale.labels(status.name).set(int(status.stale))
+            metrics.source_problems.labels(status.name).set(len(status.problems))
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def debug_nodes(_: web.Request) -> web.Response:

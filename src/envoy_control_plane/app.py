@@ -43,7 +43,7 @@ class ControlPlane:
             from .sources.kubernetes import KubernetesSource, WatchSettings
 
             settings = watch_settings or WatchSettings()
-            self.clusters = [KubernetesSource(c, self.world, settings, self.metrics) for c in config.clusters]
+            self.clusters = [KubernetesSource(c, self.world, settings) for c in config.clusters]
         self.xds_port = 0
         self.admin_port = 0
         self._tasks: list[asyncio.Task[None]] = []

@@ -24,7 +24,7 @@ class Metrics:
         )
         self.snapshot_nodes = Counter("snapshot_nodes_rebuilt", "Node snapshots rebuilt", registry=r)
         self.source_events = Counter("source_events", "Object events from sources", ["source", "kind"], registry=r)
-        self.source_errors = Counter("source_object_errors", "Objects rejected as invalid", ["source"], registry=r)
+        self.source_problems = Gauge("source_problems", "Invalid objects a source reports now", ["source"], registry=r)
         self.source_up = Gauge("source_up", "1 when the source answers", ["source"], registry=r)
         self.source_stale = Gauge(
             "source_stale", "1 while the source is down and its last known objects are kept", ["source"], registry=r

@@ -23,6 +23,7 @@ import pytest
 
 from envoy_control_plane.app import ControlPlane
 
+from .kube_fixtures import fake_clusters, start_kube_plane  # noqa: F401  (fixtures for the Kubernetes tests)
 from .harness import BackendGroup, Envoy, InProcessPlane, ManifestDir, PlaneProcess, loopback_config, start_backends
 
 

@@ -7,8 +7,8 @@ plane wired to them.
   short watch timeouts and backoffs (FAST), returning an InProcessPlane
 - `kpod`, `kingress`, `kegress`: objects as a Kubernetes API server holds them
 
-Import the fixtures into a test module (`from .kube_fixtures import fake_clusters, start_kube_plane`); every server and
-control plane started through them is stopped on teardown, whether the test passed or not.
+conftest.py registers the two fixtures for every end-to-end test; every server and control plane started through
+them is stopped on teardown, whether the test passed or not.
 """
 
 from __future__ import annotations

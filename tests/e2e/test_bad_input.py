@@ -57,6 +57,7 @@ async def test_invalid_listeners_are_reported_and_the_others_keep_working(
         what="/debug/sources to name both broken listeners and their fields",
     )
     assert any("broken.yaml" in p and "70000" in p for p in problems), problems
+    assert await plane.admin.metric("source_problems", source="manifests") == 2
     logged = [r.getMessage() for r in caplog.records if r.name == MANIFEST_LOGGER and r.levelno >= logging.ERROR]
     assert any("IngressListener default/bad-port: spec.listenport" in m for m in logged), logged
     assert any("IngressListener default/no-target: spec.targetport" in m for m in logged), logged

@@ -25,7 +25,6 @@ from envoy_control_plane.sources.kubernetes.reflector import RESOURCES
 from .harness import free_port, http, procs, wait_until
 from .harness.envoy import ENVOY_FLAGS, envoy_binary
 from .harness.plane import plane_command
-from .kube_fixtures import fake_clusters  # noqa: F401
 
 pytestmark = pytest.mark.timeout(60)
 

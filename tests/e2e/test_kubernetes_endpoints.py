@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from .harness import free_port, wait_until
-from .kube_fixtures import fake_clusters, kegress, kpod, reaches, source_status, start_kube_plane  # noqa: F401
+from .kube_fixtures import kegress, kpod, reaches, source_status
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from .harness import free_port, talk, talk_many, wait_until
-from .kube_fixtures import fake_clusters, kegress, kingress, kpod, start_kube_plane  # noqa: F401
+from .kube_fixtures import kegress, kingress, kpod
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 import pytest
 
 from .harness import free_port, settle, wait_until
-from .kube_fixtures import (  # noqa: F401  (fixtures)
-    fake_clusters,
+from .kube_fixtures import (
     kegress,
     kpod,
     reaches,
     source_status,
-    start_kube_plane,
     wait_synced,
 )
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from envoy_control_plane.config import ClusterConfig
-from envoy_control_plane.metrics import Metrics
 from envoy_control_plane.model import ObjectRef
 from envoy_control_plane.sources.kubernetes import KubernetesSource, WatchSettings
 from envoy_control_plane.state import World
@@ -56,7 +55,6 @@ class Cluster:
     kube: FakeKube
     world: World
     source: KubernetesSource
-    metrics: Metrics
 
     def refs(self, kind: str) -> set[str]:
         return {ref.name for (_, ref) in self.world.objects() if ref.kind == kind}
@@ -71,11 +69,11 @@ async def running(
 ) -> AsyncIterator[Cluster]:
     config = ClusterConfig(name="east", kubeconfig=kube.write_kubeconfig(tmp_path / "east.kubeconfig"),
                            namespace=namespace)
-    world, metrics = World(), Metrics()
-    source = KubernetesSource(config, world, settings, metrics, rng=random.Random(7))
+    world = World()
+    source = KubernetesSource(config, world, settings, rng=random.Random(7))
     task = asyncio.create_task(source.run())
     try:
-        yield Cluster(kube, world, source, metrics)
+        yield Cluster(kube, world, source)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -206,7 +204,6 @@ async def test_invalid_objects_are_reported_and_keep_their_last_good_version(clu
     await eventually(lambda: len(status.problems) == 1, "the problem is reported")
     assert "EgressListener default/out" in status.problems[0] and "spec.listenport" in status.problems[0]
     assert [listener.spec.listenport for listener in cluster.world.listeners("node-a").accepted] == [9090]
-    assert cluster.metrics.source_errors.labels("east")._value.get() == 1
     cluster.kube.delete("EgressListener", "default", "out")
     await eventually(lambda: not status.problems and not cluster.world.nodes(), "deleting clears it all")
 

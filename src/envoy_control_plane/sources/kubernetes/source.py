@@ -7,7 +7,6 @@ import logging
 import random
 
 from ...config import ClusterConfig
-from ...metrics import Metrics
 from ...state import World
 from ..status import SourceStatus
 from .backoff import Backoff
@@ -31,17 +30,14 @@ class KubernetesSource:
         cluster: ClusterConfig,
         world: World,
         settings: WatchSettings = DEFAULT_SETTINGS,
-        metrics: Metrics | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.cluster = cluster
         self.world = world
         self.settings = settings
         self.status = SourceStatus(name=cluster.name, kind="kubernetes", detail=self._detail(None, []))
-        self._metrics = metrics
         self._rng = rng or random.Random()
         self._reflectors: list[Reflector] = []
-        self._reported: set[str] = set()
 
     async def run(self) -> None:
         """Connect (retrying with backoff), then list and watch every kind, until cancelled."""
@@ -79,10 +75,6 @@ class KubernetesSource:
         status.problems = sorted(problem for r in reflectors for problem in r.problems.values())
         status.detail = self._detail(client, reflectors)
         status.touch()
-        new = set(status.problems) - self._reported
-        if new and self._metrics is not None:
-            self._metrics.source_errors.labels(self.cluster.name).inc(len(new))
-        self._reported = set(status.problems)
 
     def _detail(self, client: KubeClient | None, reflectors: list[Reflector]) -> dict[str, object]:
         return {

@@ -1,0 +1,36 @@
+"""Bounded, escaped text for messages and logs.
+
+Anything a client or an input file supplies (node ids, resource names, NACK messages, bad field values) reaches a log
+line or an error message only through these functions: they never build more than `limit` characters, whatever the
+value's size or nesting (a YAML alias bomb has a repr of hundreds of megabytes), and they escape control characters
+and newlines, so nobody can forge log lines.
+"""
+
+from __future__ import annotations
+
+import reprlib
+
+DEFAULT_LIMIT = 200
+
+_repr = reprlib.Repr()
+_repr.maxlevel = 3
+_repr.maxdict = _repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxfrozenset = _repr.maxdeque = 8
+_repr.maxstring = _repr.maxother = _repr.maxlong = DEFAULT_LIMIT
+
+
+def quote(value: object, limit: int = DEFAULT_LIMIT) -> str:
+    """A value as an error message shows it (like repr), bounded in size and depth, at most `limit` characters."""
+    return clip(_repr.repr(value), limit)
+
+
+def clip(text: str, limit: int = DEFAULT_LIMIT) -> str:
+    """Text from outside, made safe for one log line: control characters escaped, at most `limit` characters."""
+    if len(text) > 4 * limit:
+        text = text[: 4 * limit]  # escaping at most quadruples a character: never escape more than is shown
+        cut = True
+    else:
+        cut = False
+    escaped = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    if len(escaped) > limit or cut:
+        return escaped[: max(limit - 3, 0)] + "..."
+    return escaped

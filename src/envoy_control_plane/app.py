@@ -15,6 +15,7 @@ from .metrics import Metrics
 from .sources.manifests import ManifestSource
 from .sources.status import SourceStatus
 from .state import World
+from .status.conditions import ListenerStatus, listener_statuses
 from .translate.node import Addresses
 from .xds.cache import SnapshotCache
 from .xds.server import check_port, start_xds_server
@@ -52,6 +53,9 @@ class ControlPlane:
     def sources(self) -> list[SourceStatus]:
         return ([self.manifests.status] if self.manifests else []) + [c.status for c in self.clusters]
 
+    def listener_statuses(self) -> list[ListenerStatus]:
+        return listener_statuses(self.world, self.sources(), self.cache, self.streams)
+
     async def start(self) -> None:
         """Start the sources and admin, wait for the sources' first load, then serve xDS.
 
@@ -62,7 +66,7 @@ class ControlPlane:
         """
         check_port(self.config.xds.address, self.config.xds.port)
         runner, self.admin_port = await start_admin(
-            make_app(self.cache, self.streams, self.metrics, self.sources),
+            make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses),
             self.config.admin.address,
             self.config.admin.port,
         )

@@ -163,6 +163,23 @@ class Run:
             "node_profile": args.node_profile + ("" if args.node_every_request else ", node on first request only"),
         }
 
+    async def _agreement(self, patience: float = 5.0) -> tuple[Json, list[str]]:
+        """/debug/nodes and its disagreements with what the fleet ACKed. The fleet counts an ACK once sent, the control
+        plane once read: on a loaded machine the last ACKs may still be in flight, so look again for a while."""
+        deadline = time.monotonic() + patience
+        while True:
+            nodes = await self.cp.get_json("/debug/nodes")
+            problems = [
+                f"{node} {kind}: sent {t['sent_version']} acked {t['acked_version']} nacks {t['nacks']}"
+                for node, entry in nodes.items()
+                for stream in entry["streams"]
+                for kind, t in stream["types"].items()
+                if t["sent_version"] != t["acked_version"] or t["nacks"]
+            ]
+            if not problems or time.monotonic() > deadline:
+                return nodes, problems
+            await asyncio.sleep(0.1)
+
     async def _sample_memory(self) -> None:
         """The control plane's RSS every 50 ms: the largest seen in each phase (VmHWM only says the overall peak)."""
         while True:
@@ -219,14 +236,7 @@ class Run:
         self.u_initial = usage = self.cp.usage()
         fleet_after = self.fleet.usage()
         status = await self.fleet.call("status")
-        nodes = await self.cp.get_json("/debug/nodes")
-        problems = [
-            f"{node} {kind}: sent {t['sent_version']} acked {t['acked_version']} nacks {t['nacks']}"
-            for node, entry in nodes.items()
-            for stream in entry["streams"]
-            for kind, t in stream["types"].items()
-            if t["sent_version"] != t["acked_version"] or t["nacks"]
-        ]
+        nodes, problems = await self._agreement()
         self.result["initial"] = {
             "seconds": round(reply["last"] - ready, 3),
             "p50_node_s": round(reply["p50"] - ready, 3),

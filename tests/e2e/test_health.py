@@ -6,9 +6,6 @@ no traffic once Envoy marks it, and gets traffic again once it answers.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import pytest
 
 from .harness import BackendGroup, egress, free_port, pod, start_backend, talk, talk_many, wait_until
@@ -100,105 +97,48 @@ async def test_a_removed_pod_leaves_a_health_checked_cluster_at_once_and_the_clu
         manifests, start_plane, start_envoy, backends, ["backend-a", "backend-b"], healthcheck=FAST_TCP_CHECK
     )
     await wait_flags(envoy, group, healthy(["backend-a", "backend-b"]), "both healthy")
-    versions = await cluster_versions(envoy)
+    cds_before = await cds_state(envoy)
 
     # backend-b's pod turns not-Ready while its process still answers health checks: it leaves at once (Envoy would
     # keep a removed endpoint that passes its health checks until it fails them).
-    manifests.write(
-        "pods.yaml", pod("backend-a", PODS["backend-a"], "backends"), pod("backend-b", PODS["backend-b"], "backends",
-                                                                         ready=False)
-    )
+    not_ready = pod("backend-b", PODS["backend-b"], "backends", ready=False)
+    manifests.write("pods.yaml", pod("backend-a", PODS["backend-a"], "backends"), not_ready)
     await wait_flags(envoy, group, lambda seen: set(seen) == {"backend-a"}, "backend-b gone")
     assert await only(listen, "backend-a")
 
-    # Only the load assignment changed: the cluster (with its health settings) was not sent again.
-    assert await cluster_versions(envoy) == versions
+    # Only the load assignment changed: no CDS update reached Envoy, the cluster's version is the same.
+    assert await cds_state(envoy) == cds_before
 
 
-async def cluster_versions(envoy) -> dict[str, str]:
+async def cds_state(envoy) -> tuple[int, dict[str, str]]:
+    """How many CDS updates Envoy accepted, and each dynamic cluster's version."""
     sections = await envoy.dump_sections(include_eds=False)
-    return {
-        c["cluster"]["name"]: c["version_info"] for c in sections["clusters"].get("dynamic_active_clusters", [])
-    }
+    versions = {c["cluster"]["name"]: c["version_info"] for c in sections["clusters"]["dynamic_active_clusters"]}
+    updates = await envoy.stat("cluster_manager.cds.update_success")
+    assert updates and versions, (updates, versions)
+    return updates, versions
 
 
 # ---- HTTP health checks -----------------------------------------------------------------------------------------
 
 
-class HttpHealth:
-    """Backends that answer `GET /healthz` with `status[name]` (and record its Host header), and anything else
-    with their name, like the line backends of the harness."""
-
-    def __init__(self) -> None:
-        self.status: dict[str, int] = {}
-        self.hosts: list[str] = []
-        self.servers: list[asyncio.Server] = []
-
-    async def start(self, name: str, host: str, port: int) -> None:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                line = (await asyncio.wait_for(reader.readline(), 5)).decode(errors="replace")
-                if line.startswith("GET /healthz "):
-                    while (header := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                        key, _, value = header.decode(errors="replace").partition(":")
-                        if key.lower() == "host":
-                            self.hosts.append(value.strip())
-                    code = self.status[name]
-                    writer.write(f"HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode())
-                else:
-                    writer.write(name.encode() + b"\n")
-                await writer.drain()
-            except (OSError, asyncio.TimeoutError):
-                pass
-            finally:
-                writer.close()
-
-        self.status[name] = 200
-        self.servers.append(await asyncio.start_server(handle, host, port, reuse_address=True))
-
-    async def close(self) -> None:
-        for server in self.servers:
-            server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2)
-
-
-@pytest.fixture
-async def http_backends():
-    group = HttpHealth()
-    try:
-        yield group
-    finally:
-        await group.close()
-
-
 async def test_http_health_checks_drop_a_backend_answering_an_unexpected_status(
-    manifests, start_plane, start_envoy, http_backends
+    manifests, start_plane, start_envoy, backends
 ):
-    port = free_port("127.0.0.2")
-    for name in ("backend-a", "backend-b"):
-        await http_backends.start(name, PODS[name], port)
-    listen = free_port()
     check = {**FAST_TCP_CHECK, "type": "http", "path": "/healthz", "expectedStatuses": [200, 204]}
-    manifests.write("pods.yaml", *(pod(n, PODS[n], "backends") for n in ("backend-a", "backend-b")))
-    manifests.write("listeners.yaml", egress("backends", "node-a", listen, port, "backends", healthcheck=check))
-    plane = await start_plane()
-    envoy = await start_envoy("node-a", plane.xds_port)
-    address = {f"{PODS[n]}:{port}": n for n in ("backend-a", "backend-b")}
+    group, listen, envoy = await start(
+        manifests, start_plane, start_envoy, backends, ["backend-a", "backend-b"], healthcheck=check
+    )
+    await wait_flags(envoy, group, healthy(["backend-a", "backend-b"]), "both healthy")
+    assert set(group["backend-a"].health_hosts) == {"backends"}  # the Host header defaults to the targetcluster
 
-    async def health(accept):
-        seen = {address[a]: f for a, f in (await envoy.host_health(CLUSTER)).items()}
-        return seen if accept(seen) else None
-
-    await wait_until(lambda: health(lambda s: len(s) == 2 and not any(s.values())), what="both healthy")
-    assert set(http_backends.hosts) == {"backends"}  # the Host header defaults to the targetcluster
-
-    http_backends.status["backend-b"] = 503
-    await wait_until(lambda: health(lambda s: "failed_active_health_check" in s["backend-b"]), what="b failing")
+    group["backend-b"].health_status = 503
+    failed = lambda seen: "failed_active_health_check" in seen["backend-b"]  # noqa: E731
+    await wait_flags(envoy, group, failed, "b failing its health checks")
     await wait_until(lambda: only(listen, "backend-a"), what="connections to backend-a only")
 
-    http_backends.status["backend-b"] = 204  # another expected status
-    await wait_until(lambda: health(lambda s: not any(s.values())), what="b healthy again")
+    group["backend-b"].health_status = 204  # another expected status
+    await wait_flags(envoy, group, healthy(["backend-a", "backend-b"]), "b healthy again")
     await wait_until(lambda: spread(listen, {"backend-a", "backend-b"}), what="traffic to both")
 
 
@@ -206,7 +146,8 @@ async def test_http_health_checks_drop_a_backend_answering_an_unexpected_status(
 
 
 async def test_outlier_detection_ejects_a_backend_refusing_connections(manifests, start_plane, start_envoy, backends):
-    detection = {"consecutiveErrors": 2, "interval": "10s", "baseEjectionTime": "1m", "maxEjectionPercent": 50}
+    # maxEjectionPercent is left at 10: Envoy would eject neither of two pods, here one can always be ejected.
+    detection = {"consecutiveErrors": 2, "interval": "10s", "baseEjectionTime": "1m"}
     group, listen, envoy = await start(
         manifests, start_plane, start_envoy, backends, ["backend-a", "backend-b"], outlierDetection=detection
     )

@@ -37,7 +37,11 @@ class ControlPlane:
         self.streams = StreamRegistry()
         addresses = Addresses(ingress=config.ingress_address, egress=config.egress_address)
         self.controller = Controller(self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000)
-        self.manifests = ManifestSource(config.manifests, self.world) if config.manifests else None
+        self.manifests = (
+            ManifestSource(config.manifests, self.world, delete_grace=config.manifest_delete_grace_s)
+            if config.manifests
+            else None
+        )
         self.clusters: list[KubernetesSource] = []
         if config.clusters:
             # kubernetes_asyncio is heavy to import: only when it is used
@@ -82,7 +86,7 @@ class ControlPlane:
         self.controller.rebuild(everything=True)
         self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
         xds, self.xds_port = await start_xds_server(
-            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams
+            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams, self.config.xds.tls
         )
         self._stoppers.append(lambda: xds.stop(grace=1))
         self.serving = True

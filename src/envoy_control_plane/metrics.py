@@ -58,4 +58,7 @@ class Metrics:
         self.source_stale = gauge(
             "source_stale", "1 while the source is down and its last known objects are kept", ["source"]
         )
+        self.source_synced = gauge(
+            "source_synced", "1 once the source has loaded completely (listed every kind) at least once", ["source"]
+        )
         self.listener_conflicts = gauge("listener_conflicts", "Listeners rejected for a port or name clash")

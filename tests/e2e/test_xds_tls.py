@@ -161,6 +161,7 @@ async def test_a_stream_may_ask_only_for_the_node_its_certificate_names(tls_plan
         await first_response(tls_plane.xds_port, pki, "node-c", delta, "node-a")
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "node-c" in refused.value.details()
+    assert await tls_plane.admin.metric("xds_streams_denied_total") == 1
 
 
 @pytest.mark.parametrize("leaf", [None, "foreign"], ids=["no-client-cert", "another-ca"])

@@ -84,6 +84,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     yield response
         except NodeNotPermitted as e:
             log.warning("stream %d from %s refused: %s", info.id, info.peer, e)
+            self._metrics.streams_denied.inc()
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except ProtocolError as e:
             log.warning("stream %d from %s: %s", info.id, info.peer, e)

@@ -50,6 +50,7 @@ class ControlPlane:
             settings = watch_settings or WatchSettings()
             self.clusters = [KubernetesSource(c, self.world, settings) for c in config.clusters]
         self.xds_port = 0
+        self.serving = False  # xDS is served: what readiness means
         self.admin_port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
@@ -70,7 +71,8 @@ class ControlPlane:
         """
         check_port(self.config.xds.address, self.config.xds.port)
         runner, self.admin_port = await start_admin(
-            make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses),
+            make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses,
+                     serving=lambda: self.serving),
             self.config.admin.address,
             self.config.admin.port,
         )
@@ -87,6 +89,7 @@ class ControlPlane:
             self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams, self.config.xds.tls
         )
         self._stoppers.append(lambda: xds.stop(grace=1))
+        self.serving = True
 
     async def _initial_sync(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -98,6 +101,7 @@ class ControlPlane:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
+        self.serving = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -41,6 +41,9 @@ class Metrics:
         self.build_info.labels(__version__, platform.python_version()).set(1)
         self.connected_streams = gauge("xds_connected_streams", "Open xDS streams", ["mode"])
         self.streams_total = counter("xds_streams", "xDS streams opened", ["mode"])
+        self.streams_denied = counter(
+            "xds_streams_denied", "xDS streams ended: the client certificate does not name the node asked"
+        )
         self.requests = counter("xds_requests", "xDS requests received", ["type"])
         self.responses = counter("xds_responses", "xDS responses (pushes) sent", ["type"])
         self.response_bytes = counter("xds_response_bytes", "Bytes of xDS responses sent", ["type"])

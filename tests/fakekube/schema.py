@@ -77,7 +77,8 @@ def _check(value: Any, schema: dict, path: str, causes: list[Cause], root: bool 
             causes.append(Cause(where, f"Invalid value: {_show(value)}: {where} in body should be at least "
                                        f"{schema['minLength']} chars long"))
         if "maxLength" in schema and len(value) > schema["maxLength"]:
-            causes.append(Cause(where, f"Too long: may not be more than {schema['maxLength']} bytes", "FieldValueTooLong"))
+            causes.append(Cause(where, f"Too long: may not be more than {schema['maxLength']} bytes",
+                                "FieldValueTooLong"))
         if "pattern" in schema and not re.search(schema["pattern"], value):
             causes.append(Cause(where, f"Invalid value: {_show(value)}: {where} in body should match "
                                        f"'{schema['pattern']}'"))

@@ -10,7 +10,7 @@ import logging
 import random
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,19 +21,14 @@ from envoy_control_plane.sources.kubernetes import KubernetesSource, WatchSettin
 from envoy_control_plane.state import World
 from tests.fakekube import FakeKube
 
+from tests.integration.kube_helpers import eventually, pod
+
 pytestmark = pytest.mark.timeout(30)
 
 FAST = WatchSettings(watch_timeout=30, list_timeout=5, backoff_initial=0.01, backoff_max=0.1, absent_retry=0.05)
 PLUGIN = Path(__file__).resolve().parents[1] / "fakekube" / "credential_plugin.py"
 
 
-def pod(name: str, ip: str) -> dict:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "annotations": {"cluster-name.envoy.uw.io": "backend"}},
-        "spec": {"containers": [{"name": "app", "image": "app"}]},
-        "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]},
-    }
 
 
 def exec_user(lifetime: float, runs: Path) -> dict:
@@ -44,16 +39,12 @@ def exec_user(lifetime: float, runs: Path) -> dict:
     }}
 
 
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    for _ in range(1000):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail(f"never happened: {what}")
 
 
 @contextlib.asynccontextmanager
-async def running(kubeconfig: Path, settings: WatchSettings = FAST) -> AsyncIterator[tuple[KubernetesSource, World]]:
+async def running(
+    kubeconfig: Path, settings: WatchSettings = FAST
+) -> AsyncIterator[tuple[KubernetesSource, World]]:
     world = World()
     source = KubernetesSource(ClusterConfig(name="east", kubeconfig=kubeconfig), world, settings, rng=random.Random(3))
     task = asyncio.create_task(source.run())
@@ -176,7 +167,8 @@ BAD_KUBECONFIGS = {
     "clusters of the wrong type": ("current-context: c\ncontexts: [{name: c, context: {cluster: x}}]\nclusters: 5\n",
                                    "clusters: must be a list, not int"),
     "server of the wrong type": (
-        "current-context: c\ncontexts: [{name: c, context: {cluster: x}}]\nclusters: [{name: x, cluster: {server: 5}}]\n",
+        "current-context: c\ncontexts: [{name: c, context: {cluster: x}}]\n"
+        "clusters: [{name: x, cluster: {server: 5}}]\n",
         "clusters[x].cluster.server: must be a string, not int",
     ),
     "bad base64": (

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,27 +17,16 @@ from envoy_control_plane.sources.kubernetes import KubernetesSource, WatchSettin
 from envoy_control_plane.state import World
 from tests.fakekube import FakeKube
 
+from tests.integration.kube_helpers import eventually, pod
+
 pytestmark = pytest.mark.timeout(30)
 
 FAST = WatchSettings(watch_timeout=30, list_timeout=5, page_size=2, backoff_initial=0.01, backoff_max=0.1,
                      absent_retry=0.05)
 
 
-def pod(name: str, ip: str) -> dict:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "annotations": {"cluster-name.envoy.uw.io": "backend"}},
-        "spec": {"containers": [{"name": "app", "image": "app"}]},
-        "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]},
-    }
 
 
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    for _ in range(1000):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail(f"never happened: {what}")
 
 
 class Cluster:

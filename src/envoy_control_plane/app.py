@@ -35,7 +35,10 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self.streams = StreamRegistry()
         addresses = Addresses(ingress=config.ingress_address, egress=config.egress_address)
-        self.controller = Controller(self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000)
+        self.controller = Controller(
+            self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000, config.xds.secrets_allowed
+        )
+        self.controller.on_problems = self._publish_listener_problems
         self.manifests = ManifestSource(config.manifests, self.world) if config.manifests else None
         self.clusters: list[KubernetesSource] = []
         if config.clusters:
@@ -51,6 +54,13 @@ class ControlPlane:
 
     def sources(self) -> list[SourceStatus]:
         return ([self.manifests.status] if self.manifests else []) + [c.status for c in self.clusters]
+
+    def _publish_listener_problems(self) -> None:
+        by_source: dict[str, list[str]] = {}
+        for problem in self.controller.listener_problems():
+            by_source.setdefault(problem.source, []).append(problem.message)
+        for status in self.sources():
+            status.listener_problems = by_source.get(status.name, [])
 
     async def start(self) -> None:
         """Start the sources and admin, wait for the sources' first load, then serve xDS.

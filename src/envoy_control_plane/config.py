@@ -36,6 +36,14 @@ class XdsConfig(Endpoint):
     debounce_ms: int = Field(default=20, ge=0, le=10_000)
     # Serve xDS only once every source has loaded, or after this long (a cluster that cannot be reached).
     initial_sync_timeout_s: float = Field(default=10, ge=0, le=600)
+    # Serve Secrets (private keys) over SDS although xDS clients are not authenticated: whoever reaches the xDS port
+    # could read them. Without it, listeners with `tls` are held back.
+    insecure_secrets: bool = False
+
+    @property
+    def secrets_allowed(self) -> bool:
+        """Whether private keys may be sent to xDS clients: the one place that decides it."""
+        return self.insecure_secrets
 
 
 class AdminConfig(Endpoint):

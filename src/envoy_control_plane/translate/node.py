@@ -116,10 +116,10 @@ def _resolve_tls(
             continue
         if result.resource is None:
             held = True
-            message = f"{what} held back: spec.{field_name}: Secret {result.problem}"
+            message = f"{what} held back: spec.{field_name}: {result.problem}"
             build.problems.append(ListenerProblem(source, listener, message, True, result.reason))
         else:
-            message = f"{what}: spec.{field_name}: Secret {result.problem}"
+            message = f"{what}: spec.{field_name}: {result.problem}"
             build.problems.append(ListenerProblem(source, listener, message, False))
     if held:
         return None

@@ -26,10 +26,17 @@ def _common(certificate: str, ca: str, alpn: tuple[str, ...] = ()) -> tls_pb2.Co
 
 
 def downstream_tls(certificate: str, ca: str, http: bool) -> base_pb2.TransportSocket:
-    """Present `certificate`; require a client certificate that chains to `ca`."""
+    """Present `certificate`; require a client certificate that chains to `ca`.
+
+    Session resumption is off: a resumed session carries the peer's SANs but not that its certificate was validated,
+    so RBAC's SAN principals (which require a validated certificate) would refuse every resumed connection of an
+    allowed peer; and every connection then checks the client certificate against the current CA.
+    """
     context = tls_pb2.DownstreamTlsContext(
         common_tls_context=_common(certificate, ca, ALPN_HTTP if http else ()),
         require_client_certificate=BoolValue(value=True),
+        disable_stateless_session_resumption=True,
+        disable_stateful_session_resumption=True,
     )
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
 

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .metrics import Metrics
 from .sources.status import SourceStatus
+from .status.conditions import ListenerStatus
 from .xds.cache import SnapshotCache
 from .xds.resource import Resource
 from .xds.streams import StreamRegistry
@@ -31,6 +32,7 @@ def make_app(
     streams: StreamRegistry,
     metrics: Metrics,
     sources: Callable[[], Sequence[SourceStatus]],
+    listeners: Callable[[], Sequence[ListenerStatus]] = list,
 ) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -71,6 +73,9 @@ def make_app(
     async def debug_sources(_: web.Request) -> web.Response:
         return web.json_response([s.to_json() for s in sources()])
 
+    async def debug_listeners(_: web.Request) -> web.Response:
+        return web.json_response([s.to_json() for s in listeners()])
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -78,6 +83,7 @@ def make_app(
     app.router.add_get("/debug/nodes", debug_nodes)
     app.router.add_get("/debug/snapshot/{node}", debug_snapshot)
     app.router.add_get("/debug/sources", debug_sources)
+    app.router.add_get("/debug/listeners", debug_listeners)
     return app
 
 

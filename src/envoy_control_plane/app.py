@@ -15,9 +15,10 @@ from .metrics import Metrics
 from .sources.manifests import ManifestSource
 from .sources.status import SourceStatus
 from .state import World
+from .status.conditions import ListenerStatus, listener_statuses
 from .translate.node import Addresses
 from .xds.cache import SnapshotCache
-from .xds.server import start_xds_server
+from .xds.server import check_port, start_xds_server
 from .xds.streams import StreamRegistry
 
 if TYPE_CHECKING:
@@ -62,15 +63,20 @@ class ControlPlane:
         for status in self.sources():
             status.listener_problems = by_source.get(status.name, [])
 
+    def listener_statuses(self) -> list[ListenerStatus]:
+        return listener_statuses(self.world, self.sources(), self.cache, self.streams)
+
     async def start(self) -> None:
         """Start the sources and admin, wait for the sources' first load, then serve xDS.
 
         xDS waits because an Envoy that reconnects to a fresh process would otherwise be sent a world that is still
         loading, and remove what it runs. A source that does not load within `xds.initial_sync_timeout_s` (a cluster
-        that cannot be reached) stops holding up the others. Returns once both servers listen.
+        that cannot be reached) stops holding up the others. Returns once both servers listen. Raises OSError at once
+        when the xDS port is taken (another instance), before any source starts.
         """
+        check_port(self.config.xds.address, self.config.xds.port)
         runner, self.admin_port = await start_admin(
-            make_app(self.cache, self.streams, self.metrics, self.sources),
+            make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses),
             self.config.admin.address,
             self.config.admin.port,
         )

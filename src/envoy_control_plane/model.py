@@ -26,6 +26,7 @@ CRD_VERSION = "v1alpha1"
 
 Kind = Literal["Pod", "IngressListener", "EgressListener", "Secret"]
 KINDS: tuple[Kind, ...] = ("Pod", "IngressListener", "EgressListener", "Secret")
+LISTENER_KINDS: tuple[Kind, ...] = ("IngressListener", "EgressListener")
 API_VERSIONS: dict[str, str] = {
     "Pod": "v1",
     "Secret": "v1",
@@ -141,6 +142,7 @@ class IngressListener:
     ref: ObjectRef
     created: str  # metadata.creationTimestamp (RFC 3339 sorts as text); "" when absent
     spec: IngressSpec
+    generation: int = 0  # metadata.generation: the spec version status conditions report (observedGeneration)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ class EgressListener:
     ref: ObjectRef
     created: str
     spec: EgressSpec
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -197,11 +200,18 @@ def parse_object(doc: Any, default_namespace: str = "default") -> KubeObject | N
     if not isinstance(spec, dict):
         raise ObjectError(str(ref), "spec", "is required")
     created = str(meta.get("creationTimestamp") or "")
+    generation = generation_of(meta)
     if kind == "IngressListener":
         ingress_spec = _validate(IngressSpec, ref, spec)
         _check_ingress(ref, ingress_spec)
-        return IngressListener(ref, created, ingress_spec)
-    return EgressListener(ref, created, _validate(EgressSpec, ref, spec))
+        return IngressListener(ref, created, ingress_spec, generation)
+    return EgressListener(ref, created, _validate(EgressSpec, ref, spec), generation)
+
+
+def generation_of(meta: dict[str, Any]) -> int:
+    """metadata.generation when it is a sane integer (Kubernetes sets it; manifests rarely do), else 0."""
+    generation = meta.get("generation")
+    return generation if isinstance(generation, int) and not isinstance(generation, bool) and 0 <= generation < 2**63 else 0
 
 
 def _check_ingress(ref: ObjectRef, spec: IngressSpec) -> None:

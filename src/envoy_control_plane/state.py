@@ -24,11 +24,25 @@ SourceRef = tuple[str, ObjectRef]  # (source name, object) identifies an object 
 
 
 @dataclass(frozen=True)
+class Rejection:
+    """A listener the world does not send to Envoy, and why: `reason` is its Accepted condition's reason
+    (PortConflict, NameConflict), `holder` the older listener that keeps what it asked for."""
+
+    key: SourceRef
+    reason: str
+    message: str
+    holder: SourceRef | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
 class NodeListeners:
-    """The listeners a node gets, after conflicts were resolved, and the messages for those rejected."""
+    """The listeners a node gets, after conflicts were resolved, and those rejected."""
 
     accepted: tuple[Listener, ...]
-    rejected: tuple[str, ...]
+    rejected: tuple[Rejection, ...]
     sources: tuple[str, ...] = ()  # the source of each accepted listener, in the same order
 
 
@@ -235,20 +249,24 @@ class World:
         )
         accepted: list[Listener] = []
         sources: list[str] = []
-        rejected: list[str] = []
-        by_port: dict[int, Listener] = {}
-        by_name: dict[str, Listener] = {}
-        for (source, _), listener in entries:
+        rejected: list[Rejection] = []
+        by_port: dict[int, SourceRef] = {}
+        by_name: dict[str, SourceRef] = {}
+        for key, listener in entries:
             port, name = listener.spec.listenport, listener_name(listener)
             holder = by_port.get(port) or by_name.get(name)
             if holder is not None:
-                clash = f"port {port}" if by_port.get(port) is holder else f"Envoy name {name}"
-                rejected.append(
-                    f"{listener.ref} (source {source}) rejected on node {node}: {clash} is already taken by "
-                    f"the older {holder.ref}"
-                )
+                on_port = by_port.get(port) == holder
+                clash = f"port {port}" if on_port else f"Envoy name {name}"
+                rejected.append(Rejection(
+                    key,
+                    "PortConflict" if on_port else "NameConflict",
+                    f"{listener.ref} (source {key[0]}) rejected on node {node}: {clash} is already taken by "
+                    f"the older {holder[1]} (source {holder[0]})",
+                    holder,
+                ))
                 continue
-            by_port[port], by_name[name] = listener, listener
+            by_port[port], by_name[name] = key, key
             accepted.append(listener)
-            sources.append(source)
+            sources.append(key[0])
         return NodeListeners(tuple(accepted), tuple(rejected), tuple(sources))

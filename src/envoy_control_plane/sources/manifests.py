@@ -20,7 +20,7 @@ import yaml
 from ..config import MANIFEST_SOURCE
 from ..model import KubeObject, ObjectError, ObjectRef, Secret, parse_object
 from ..state import World
-from .status import SourceStatus
+from .status import InvalidObject, SourceStatus, listener_ref
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class FileResult:
     objects: dict[ObjectRef, KubeObject] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     invalid: set[str] = field(default_factory=set)  # the objects (as ObjectError names them) that failed to parse
+    invalid_listeners: dict[ObjectRef, InvalidObject] = field(default_factory=dict)  # for their status conditions
     unreadable: bool = False  # the whole file failed (I/O or YAML syntax)
 
 
@@ -80,6 +81,8 @@ def parse_text(path: Path, text: str) -> FileResult:
         except ObjectError as e:
             result.errors.append(f"{path}: {e}")
             result.invalid.add(e.ref)
+            if (ref := listener_ref(doc)) is not None:
+                result.invalid_listeners.setdefault(ref, InvalidObject.of(ref, doc, f"{path}: {e}"))
             continue
         if obj is None:
             continue
@@ -152,6 +155,7 @@ class ManifestSource:
     def load(self) -> None:
         """Read every file and hand the result to the World as one replacement."""
         problems: list[str] = []
+        invalid: dict[ObjectRef, InvalidObject] = {}
         current: dict[Path, dict[ObjectRef, KubeObject]] = {}
         files = manifest_files(self.paths)
         self._parsed = {path: self._parsed[path] for path in files if path in self._parsed}  # forget deleted files
@@ -165,6 +169,7 @@ class ManifestSource:
                 kept = {ref: obj for ref, obj in previous.items() if str(ref) in result.invalid}
                 current[path] = {**result.objects, **kept}
             problems += result.errors
+            invalid = {**result.invalid_listeners, **invalid}
         merged: dict[ObjectRef, KubeObject] = {}
         for path, objects in current.items():
             for ref, obj in objects.items():
@@ -177,6 +182,7 @@ class ManifestSource:
             if problem not in self.status.problems:
                 log.error("manifest problem: %s", problem)
         self.status.problems = problems
+        self.status.invalid = invalid
         self.status.synced = self.status.up = True
         self.status.touch()
         log.info("manifests: %d objects from %d files", len(merged), len(current))

@@ -183,6 +183,7 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
                 state.forget(name)  # declared but not subscribed to: not ours to follow
             if state.known:
                 state.status.acked_version = _version(state.known)
+                state.status.acked_resources = dict(state.known)
         state.status.names = frozenset(state.subscribed)
         state.status.wildcard = state.wildcard
 
@@ -216,6 +217,10 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
             state.known.pop(name, None)
             state.content.pop(name, None)
         state.status.acked_version = _version(state.known)
+        state.status.acked_resources = dict(state.known)
+        state.status.rejected_resources = {
+            n: v for n, v in state.status.rejected_resources.items() if n not in flight.sent and n not in flight.removed
+        }
         self._metrics.acks.labels(short(type_url)).inc()
         log.debug("node %s %s: ACK %s", self._info.node, short(type_url), flight.nonce)
 
@@ -227,6 +232,7 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
         for name in flight.removed:
             state.rejected[name] = None
         self._count_nack(type_url, state.status, request.error_detail.message)
+        state.status.rejected_resources = {name: resource.version for name, resource in flight.sent.items()}
         log.warning(
             "node %s rejected %s nonce %s (%s; held back until they change): %s",
             self._info.node,

@@ -21,6 +21,10 @@ class TypeStatus:
     wildcard: bool = False
     nacks: int = 0
     last_nack: str | None = None
+    # Per resource, for status conditions: name -> version the client has (ACKed, or declared on a reconnect), and
+    # name -> version the last NACK (`last_nack`) rejected; for SotW, every resource the rejected push changed.
+    acked_resources: dict[str, str] = field(default_factory=dict)
+    rejected_resources: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {

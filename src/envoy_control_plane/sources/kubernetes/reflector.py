@@ -17,6 +17,7 @@ from typing import Any
 
 from ...model import API_VERSIONS, KubeObject, ObjectError, ObjectRef, parse_object
 from ...state import World
+from ..status import InvalidObject
 from .backoff import Backoff
 from .client import KubeClient, KubeError, Resource, WatchEvent
 
@@ -77,7 +78,7 @@ class Reflector:
         self.watches = 0  # watch requests answered
         # the objects this reflector gave the World (the last good version of each), and the invalid ones
         self.known: dict[ObjectRef, KubeObject] = {}
-        self.problems: dict[ObjectRef, str] = {}
+        self.problems: dict[ObjectRef, InvalidObject] = {}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,7 +123,7 @@ class Reflector:
             raise
         defaults = {"kind": self.resource.kind, "apiVersion": self.resource.api_version}  # lists may omit them
         objects: dict[ObjectRef, KubeObject] = {}
-        problems: dict[ObjectRef, str] = {}
+        problems: dict[ObjectRef, InvalidObject] = {}
         for item in listed.items:
             ref, obj, problem = self._parse({**defaults, **item})
             if problem is not None:
@@ -186,17 +187,18 @@ class Reflector:
         meta = doc.get("metadata") or {}
         return ObjectRef(self.resource.kind, str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
 
-    def _parse(self, doc: dict[str, Any]) -> tuple[ObjectRef, KubeObject | None, str | None]:
+    def _parse(self, doc: dict[str, Any]) -> tuple[ObjectRef, KubeObject | None, InvalidObject | None]:
         ref = self._ref(doc)
         try:
             return ref, parse_object(doc), None
         except ObjectError as e:
-            return ref, None, str(e)
+            return ref, None, InvalidObject.of(ref, doc, str(e))
 
-    def _set_problems(self, problems: dict[ObjectRef, str]) -> None:
+    def _set_problems(self, problems: dict[ObjectRef, InvalidObject]) -> None:
         for ref, problem in problems.items():
             if self.problems.get(ref) != problem:
-                log.error("%s: invalid object, ignored (its last good version is kept): %s", self.source, problem)
+                log.error("%s: invalid object, ignored (its last good version is kept): %s", self.source,
+                          problem.message)
         changed = problems != self.problems
         self.problems = problems
         if changed:

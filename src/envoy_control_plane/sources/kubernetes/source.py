@@ -7,6 +7,7 @@ import logging
 import random
 
 from ...config import ClusterConfig
+from ...model import LISTENER_KINDS
 from ...state import World
 from ..status import SourceStatus
 from .backoff import Backoff
@@ -72,7 +73,9 @@ class KubernetesSource:
         status.up = all(r.up for r in reflectors)
         status.stale = any(r.listed and not r.up for r in reflectors)
         status.last_error = next((r.last_error for r in reflectors if r.last_error), None)
-        status.problems = sorted(problem for r in reflectors for problem in r.problems.values())
+        status.problems = sorted(problem.message for r in reflectors for problem in r.problems.values())
+        status.invalid = {ref: problem for r in reflectors for ref, problem in r.problems.items()
+                          if ref.kind in LISTENER_KINDS}
         status.detail = self._detail(client, reflectors)
         status.touch()
 

@@ -37,10 +37,14 @@ class ControlPlane:
         self.streams = StreamRegistry()
         addresses = Addresses(ingress=config.ingress_address, egress=config.egress_address)
         self.controller = Controller(
-            self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000, config.xds.secrets_allowed
+            self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000, config.may_serve_secrets
         )
         self.controller.on_problems = self._publish_listener_problems
-        self.manifests = ManifestSource(config.manifests, self.world) if config.manifests else None
+        self.manifests = (
+            ManifestSource(config.manifests, self.world, delete_grace=config.manifest_delete_grace_s)
+            if config.manifests
+            else None
+        )
         self.clusters: list[KubernetesSource] = []
         if config.clusters:
             # kubernetes_asyncio is heavy to import: only when it is used
@@ -49,6 +53,7 @@ class ControlPlane:
             settings = watch_settings or WatchSettings()
             self.clusters = [KubernetesSource(c, self.world, settings) for c in config.clusters]
         self.xds_port = 0
+        self.serving = False  # xDS is served: what readiness means
         self.admin_port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
@@ -76,7 +81,8 @@ class ControlPlane:
         """
         check_port(self.config.xds.address, self.config.xds.port)
         runner, self.admin_port = await start_admin(
-            make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses),
+            make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses,
+                     serving=lambda: self.serving),
             self.config.admin.address,
             self.config.admin.port,
         )
@@ -90,9 +96,10 @@ class ControlPlane:
         self.controller.rebuild(everything=True)
         self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
         xds, self.xds_port = await start_xds_server(
-            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams
+            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams, self.config.xds.tls
         )
         self._stoppers.append(lambda: xds.stop(grace=1))
+        self.serving = True
 
     async def _initial_sync(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -104,6 +111,7 @@ class ControlPlane:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
+        self.serving = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -27,7 +27,7 @@ class Controller:
         debounce: float,
         serve_secrets: bool = False,
     ) -> None:
-        """`serve_secrets`: whether listeners with tls (and so their Secrets) may be sent (config.xds.secrets_allowed)."""
+        """`serve_secrets`: whether listeners with tls (and so their Secrets) may be sent (Config.may_serve_secrets)."""
         self.world = world
         self.cache = cache
         self.metrics = metrics

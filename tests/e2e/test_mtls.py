@@ -211,7 +211,7 @@ async def test_without_insecure_secrets_tls_listeners_are_held_back(manifests, s
     manifests.write("mesh.yaml", *mtls_manifests(mesh, listen, 9, egress_port))
     plane = await start_plane(ingress_address=SERVER_IP)
     server = await start_envoy("server-node", plane.xds_port)
-    await wait_until(lambda: _problem(plane, "does not serve Secrets (set xds.insecure_secrets: true"),
+    await wait_until(lambda: _problem(plane, "does not serve Secrets", "xds.insecure_secrets: true"),
                      what="the refusal in /debug/sources")
     assert await server.listeners() == {}
     assert (await secret_names(server)) == []

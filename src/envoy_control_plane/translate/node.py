@@ -99,8 +99,8 @@ def _resolve_tls(
     what = f"{listener.ref} (source {source}, Envoy listener {listener_name(listener)})"
     if not serve_secrets or secrets is None:
         message = (
-            f"{what} held back: it uses tls, and this control plane does not serve Secrets "
-            "(set xds.insecure_secrets: true, see the README's Security section)"
+            f"{what} held back: it uses tls, and this control plane does not serve Secrets (require client "
+            "certificates with xds.tls.client_ca, or set xds.insecure_secrets: true; see the README's Security section)"
         )
         build.problems.append(ListenerProblem(source, listener, message, True, SECRETS_NOT_SERVED))
         return None

@@ -46,7 +46,8 @@ def test_every_yaml_file_parses_into_objects_with_kind_and_api_version() -> None
      ["nodename", "listenport", "targetport"], ["rbacallowcluster", "rbac", "tls", "layer"],
      ["RBAC allow cluster", "RBAC cluster", "TLS secret", "Layer"]),
     ("egresslisteners", "egresslistener.envoy.uw.systems", "EgressListener",
-     ["nodename", "listenport", "targetport", "targetcluster"], ["tls", "layer"], ["Target cluster", "TLS secret", "Layer"]),
+     ["nodename", "listenport", "targetport", "targetcluster"], ["tls", "layer", "healthcheck", "outlierDetection"],
+     ["Target cluster", "TLS secret", "Layer"]),
 ])
 def test_crd(plural: str, group: str, kind: str, required: list[str], optional: list[str], columns: list[str]) -> None:
     doc = crd(plural)
@@ -65,7 +66,8 @@ def test_crd(plural: str, group: str, kind: str, required: list[str], optional: 
     for port in ("listenport", "targetport"):
         assert (fields[port]["type"], fields[port]["minimum"], fields[port]["maximum"]) == ("integer", 1, 65535)
     for name in ["nodename", *required[3:], *optional]:
-        assert fields[name]["type"] == {"rbac": "object", "tls": "object"}.get(name, "string")
+        objects = {"rbac": "object", "tls": "object", "healthcheck": "object", "outlierDetection": "object"}
+        assert fields[name]["type"] == objects.get(name, "string")
     assert fields["layer"]["enum"] == ["tcp", "http"]
     assert fields["tls"]["required"] == ["secret"]
     printed = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}

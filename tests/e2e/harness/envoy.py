@@ -144,6 +144,19 @@ class Envoy:
             result[cluster["name"]] = sorted(hosts)
         return result
 
+    async def host_health(self, cluster: str) -> dict[str, set[str]]:
+        """One cluster's hosts ("ip:port") and the health flags Envoy holds against each, from /clusters?format=json:
+        `failed_active_health_check`, `failed_outlier_check`, `pending_active_hc`, ... (an empty set: healthy)."""
+        data = await http.get_json(self.admin_url + "/clusters?format=json")
+        result: dict[str, set[str]] = {}
+        for status in data.get("cluster_statuses", []):
+            if status["name"] == cluster:
+                for host in status.get("host_statuses", []):
+                    sock = host["address"]["socket_address"]
+                    flags = {k for k, v in host.get("health_status", {}).items() if v is True}
+                    result[f"{sock['address']}:{sock['port_value']}"] = flags
+        return result
+
     async def listeners(self) -> dict[str, str]:
         """Each active listener's "ip:port", from /listeners?format=json."""
         data = await http.get_json(self.admin_url + "/listeners?format=json")

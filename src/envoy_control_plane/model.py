@@ -13,11 +13,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from .duration import parse_duration
+from .duration import format_duration, parse_duration
 
 CLUSTER_NAME_ANNOTATION = "cluster-name.envoy.uw.io"
 INGRESS_GROUP = "ingresslistener.envoy.uw.systems"
@@ -100,7 +109,10 @@ def _duration(low: str, high: str) -> Any:
             raise _error("must be a whole number of milliseconds")
         return timedelta(milliseconds=nanos // 10**6)
 
-    return Annotated[timedelta, BeforeValidator(check)]
+    def text(value: timedelta) -> str:
+        return format_duration(value // timedelta(microseconds=1) * 1000)
+
+    return Annotated[timedelta, BeforeValidator(check), PlainSerializer(text, when_used="json")]
 
 
 def _error(problem: str, kind: str = "value_error") -> PydanticCustomError:

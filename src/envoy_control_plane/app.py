@@ -98,7 +98,8 @@ class ControlPlane:
         xds, self.xds_port = await start_xds_server(
             self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams, self.config.xds.tls
         )
-        self._stoppers.append(lambda: xds.stop(grace=1))
+        # No grace: open streams are closed at once, so that Envoys move to another replica now, not when we exit.
+        self._stoppers.append(lambda: xds.stop(grace=None))
         self.serving = True
 
     async def _initial_sync(self, timeout: float) -> None:
@@ -111,13 +112,14 @@ class ControlPlane:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
+        """Stop serving first (xDS, then admin), then the sources and the controller."""
         self.serving = False
+        for stop in reversed(self._stoppers):
+            await stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for stop in reversed(self._stoppers):
-            await stop()
         self._tasks.clear()
         self._stoppers.clear()

@@ -87,8 +87,8 @@ def plane_command() -> str:
 class PlaneProcess:
     """`envoy-control-plane run --config FILE` with fixed ports, so a restart comes back where Envoy looks for it."""
 
-    def __init__(self, workdir: Path, manifests: Path) -> None:
-        self.dir = workdir / "plane"
+    def __init__(self, workdir: Path, manifests: Path, name: str = "plane") -> None:
+        self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.xds_port = free_port()
         self.admin_port = free_port()

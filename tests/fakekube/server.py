@@ -19,10 +19,11 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import resources
+from . import resources, subresources
 from .resources import POD, ResourceType
 from .selectors import ObjectPredicate, field_selector, label_selector
 from .status import ApiError
+from .patches import merge_patch
 from .store import Store, Watch, now
 
 _PATCH_TYPES = {
@@ -43,6 +44,7 @@ class FakeKube:
         self._watch_transports: set[asyncio.Transport] = set()
         self._failures: list[int] = []
         self._unserved: set[ResourceType] = set()
+        self.requests: list[tuple[str, str]] = []  # (method, path and query) of every request, in order
 
     @property
     def port(self) -> int:
@@ -150,10 +152,12 @@ class FakeKube:
             app.router.add_get(prefix + "/{plural}", self._collection)
             app.router.add_route("*", prefix + "/namespaces/{ns}/{plural}", self._collection)
             app.router.add_route("*", prefix + "/namespaces/{ns}/{plural}/{name}", self._item)
+            app.router.add_route("*", prefix + "/namespaces/{ns}/{plural}/{name}/status", self._status_item)
         return app
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append((request.method, request.path_qs))
         try:
             if self._failures:
                 code = self._failures.pop()
@@ -186,7 +190,8 @@ class FakeKube:
     async def _collection(self, request: web.Request) -> web.StreamResponse:
         rtype, namespace = self._resource_type(request), request.match_info.get("ns")
         if request.method == "POST" and namespace is not None:
-            return web.json_response(self.store.create(rtype, namespace, await _body(request)), status=201)
+            obj = subresources.on_create(rtype, await _body(request))
+            return web.json_response(self.store.create(rtype, namespace, obj), status=201)
         if request.method != "GET":
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
         query = request.query
@@ -214,21 +219,32 @@ class FakeKube:
             page = [{k: v for k, v in item.items() if k not in ("kind", "apiVersion")} for item in page]
         return {"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version, "metadata": meta, "items": page}
 
-    async def _item(self, request: web.Request) -> web.Response:
+    async def _status_item(self, request: web.Request) -> web.Response:
+        if not self._resource_type(request).status_subresource:
+            raise ApiError(404, "the server could not find the requested resource")
+        if request.method not in ("GET", "PUT", "PATCH"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "PATCH"])
+        return await self._item(request, subresources.STATUS)
+
+    async def _item(self, request: web.Request, subresource: str | None = None) -> web.Response:
         rtype, info = self._resource_type(request), request.match_info
         namespace, name = info["ns"], info["name"]
         if request.method == "GET":
             return web.json_response(self.store.get(rtype, namespace, name))
         if request.method == "PUT":
-            return web.json_response(self.store.replace(rtype, namespace, name, await _body(request)))
+            obj = subresources.scoped(rtype, subresource, self.store.get(rtype, namespace, name), await _body(request))
+            return web.json_response(self.store.replace(rtype, namespace, name, obj))
         if request.method == "PATCH":
             kind = _PATCH_TYPES.get(request.content_type)
             if kind is None:
                 raise ApiError(415, f"the body of the request was in an unknown format: {request.content_type}")
             body = await _body(request)
-            if kind == "apply":
+            if kind == "apply" and subresource is None:
                 return web.json_response(self.store.apply(rtype, namespace, name, body))
-            return web.json_response(self.store.patch(rtype, namespace, name, body, kind == "strategic"))
+            current = self.store.get(rtype, namespace, name)
+            merged = merge_patch(current, body, kind == "strategic")
+            obj = subresources.scoped(rtype, subresource, current, merged)
+            return web.json_response(self.store.replace(rtype, namespace, name, obj))
         if request.method == "DELETE":
             options = await _body(request) if request.can_read_body else {}
             grace = request.query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))

@@ -30,3 +30,12 @@ class Metrics:
             "source_stale", "1 while the source is down and its last known objects are kept", ["source"], registry=r
         )
         self.listener_conflicts = Gauge("listener_conflicts", "Listeners rejected for a port or name clash", registry=r)
+        self.status_leader = Gauge("status_leader", "1 while this replica holds the lease and writes status", registry=r)
+        self.status_patches = Counter("status_patches", "Listener status patches written", ["cluster"], registry=r)
+        self.status_events = Counter("status_events", "Kubernetes Events created on listeners", ["cluster"], registry=r)
+        self.status_events_dropped = Counter(
+            "status_events_dropped", "Events not sent: the object's rate limit was reached", registry=r
+        )
+        self.status_errors = Counter(
+            "status_errors", "Rounds of status writes to a cluster that failed", ["cluster"], registry=r
+        )

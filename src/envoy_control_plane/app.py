@@ -18,7 +18,7 @@ from .state import World
 from .status.conditions import ListenerStatus, listener_statuses
 from .translate.node import Addresses
 from .xds.cache import SnapshotCache
-from .xds.server import start_xds_server
+from .xds.server import check_port, start_xds_server
 from .xds.streams import StreamRegistry
 
 if TYPE_CHECKING:
@@ -38,7 +38,11 @@ class ControlPlane:
         self.streams = StreamRegistry()
         addresses = Addresses(ingress=config.ingress_address, egress=config.egress_address)
         self.controller = Controller(self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000)
-        self.manifests = ManifestSource(config.manifests, self.world) if config.manifests else None
+        self.manifests = (
+            ManifestSource(config.manifests, self.world, delete_grace=config.manifest_delete_grace_s)
+            if config.manifests
+            else None
+        )
         self.clusters: list[KubernetesSource] = []
         if config.clusters:
             # kubernetes_asyncio is heavy to import: only when it is used
@@ -72,8 +76,10 @@ class ControlPlane:
 
         xDS waits because an Envoy that reconnects to a fresh process would otherwise be sent a world that is still
         loading, and remove what it runs. A source that does not load within `xds.initial_sync_timeout_s` (a cluster
-        that cannot be reached) stops holding up the others. Returns once both servers listen.
+        that cannot be reached) stops holding up the others. Returns once both servers listen. Raises OSError at once
+        when the xDS port is taken (another instance), before any source starts.
         """
+        check_port(self.config.xds.address, self.config.xds.port)
         runner, self.admin_port = await start_admin(
             make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses),
             self.config.admin.address,

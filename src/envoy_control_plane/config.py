@@ -97,8 +97,13 @@ class Config(_Strict):
     xds: XdsConfig = XdsConfig()
     admin: AdminConfig = AdminConfig()
     manifests: list[Path] = []
+    # A manifest file that vanishes is deleted only once it stayed away this long (an editor's save, `git checkout`,
+    # rsync); a ConfigMap's atomic `..data` swap applies at once.
+    manifest_delete_grace_s: float = Field(default=1.0, ge=0, le=60)
     clusters: list[ClusterConfig] = []
     status: StatusConfig = StatusConfig()
+    # Where the last good objects are kept across restarts (state.json); None: nothing is written.
+    state_dir: Path | None = None
     # Where IngressListeners listen; the original used 0.0.0.0. Tests bind loopback.
     ingress_address: str = "0.0.0.0"
     egress_address: str = "127.0.0.1"
@@ -165,6 +170,8 @@ def build_config(raw: dict[str, Any], source: str = "config") -> Config:
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     raw = dict(raw)
+    if isinstance(raw.get("state_dir"), str):
+        raw["state_dir"] = _under(base, raw["state_dir"])
     if isinstance(raw.get("manifests"), list):
         raw["manifests"] = [_under(base, p) for p in raw["manifests"]]
     if isinstance(raw.get("clusters"), list):

@@ -10,6 +10,7 @@ import yaml
 
 from .harness.envoy import ENVOY_FLAGS, envoy_binary
 from .harness.manifests import ManifestDir, egress, ingress, pod
+from .harness.net import free_port
 from .harness.plane import plane_command
 
 pytestmark = pytest.mark.timeout(60)
@@ -101,3 +102,14 @@ def test_validate_accepts_the_examples() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
     assert result.stderr.strip() == "5 objects, 0 problems"
+
+
+async def test_a_second_instance_on_the_same_xds_port_fails_with_one_line(manifests, start_plane_process) -> None:
+    first = await start_plane_process()
+    result = cli("run", "--manifests", str(manifests.path), "--xds-port", str(first.xds_port),
+                 "--admin-port", str(free_port()))  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"envoy-control-plane: error: xDS port 127.0.0.1:{first.xds_port} is already in use (another instance?)"
+    ]
+    first.check_running()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -35,6 +37,8 @@ SERVER_OPTIONS = [
     ("grpc.max_concurrent_streams", 1_000),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    # gRPC sets SO_REUSEPORT by default: a second instance would bind the same port and silently take half the Envoys.
+    ("grpc.so_reuseport", 0),
 ]
 
 
@@ -117,13 +121,40 @@ def _add_ads(service: AdsService, server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
 
 
+def check_port(address: str, port: int) -> None:
+    """Raise OSError, with a message naming the port, if the xDS port cannot be bound now.
+
+    The control plane checks this before it starts anything, so a second instance fails at once with one line rather
+    than after its sources' first load (the gRPC server binds only then).
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise OSError(f"cannot listen for xDS on {address}:{port}: {e.strerror}") from None
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no conflict
+            try:
+                probe.bind(sockaddr)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise OSError(f"xDS port {address}:{port} is already in use (another instance?)") from None
+                raise OSError(f"cannot listen for xDS on {address}:{port}: {e.strerror}") from None
+
+
 async def start_xds_server(
     address: str, port: int, cache: SnapshotCache, metrics: Metrics, streams: StreamRegistry
 ) -> tuple[grpc.aio.Server, int]:
     """Start serving ADS; returns the server and the port it bound (useful with port 0)."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     _add_ads(AdsService(cache, metrics, streams), server)
-    bound = server.add_insecure_port(f"{address}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{address}:{port}")
+    except RuntimeError:  # gRPC says only "Failed to bind": find out why, for a message that helps
+        check_port(address, port)
+        raise OSError(f"cannot listen for xDS on {address}:{port}") from None
     if bound == 0:
         raise OSError(f"cannot listen for xDS on {address}:{port}")
     await server.start()

@@ -61,6 +61,7 @@ class ControlPlane:
                 status.lease.namespace or own_namespace(),
             )
         self.xds_port = 0
+        self.serving = False  # xDS is served: what readiness means
         self.admin_port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
@@ -81,7 +82,8 @@ class ControlPlane:
         """
         check_port(self.config.xds.address, self.config.xds.port)
         runner, self.admin_port = await start_admin(
-            make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses),
+            make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses,
+                     serving=lambda: self.serving),
             self.config.admin.address,
             self.config.admin.port,
         )
@@ -95,9 +97,10 @@ class ControlPlane:
         self.controller.rebuild(everything=True)
         self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
         xds, self.xds_port = await start_xds_server(
-            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams
+            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams, self.config.xds.tls
         )
         self._stoppers.append(lambda: xds.stop(grace=1))
+        self.serving = True
         if self.status_writer is not None:
             self._tasks.append(asyncio.create_task(self.status_writer.run(), name="status-writer"))
 
@@ -111,6 +114,7 @@ class ControlPlane:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
+        self.serving = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

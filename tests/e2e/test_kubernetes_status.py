@@ -131,13 +131,13 @@ async def test_only_the_lease_holder_writes_and_another_takes_over_when_it_is_ki
         second = _Process(tmp_path, "cp-2", cluster)
         await wait_until(lambda: _has_status(aws.kube, "one"), 20, what="the holder to write the status")
         await wait_until(lambda: _ready(second), 20, what="cp-2 to serve")
-        assert await first.metric("status_leader") == 1 and await second.metric("status_leader") == 0
+        assert await first.metric("envoy_cp_status_leader") == 1 and await second.metric("envoy_cp_status_leader") == 0
 
         aws.kube.upsert(kegress("two", "node-a", free_port(), 9, "backends"))
         await wait_until(lambda: _has_status(aws.kube, "two"), what="the holder to write the new object's status")
         await settle(0.5)
-        assert await second.metric("status_patches_total", cluster="aws") == 0
-        assert await first.metric("status_patches_total", cluster="aws") >= 2
+        assert await second.metric("envoy_cp_status_patches_total", cluster="aws") == 0
+        assert await first.metric("envoy_cp_status_patches_total", cluster="aws") >= 2
         assert _holder(aws.kube) == "cp-1"
 
         os.kill(first.proc.pid, signal.SIGKILL)  # no release: cp-2 waits out the lease
@@ -145,8 +145,8 @@ async def test_only_the_lease_holder_writes_and_another_takes_over_when_it_is_ki
         await wait_until(lambda: _holder(aws.kube) == "cp-2", 20, what="cp-2 to take the lease over")
         aws.kube.upsert(kegress("three", "node-a", free_port(), 9, "backends"))
         await wait_until(lambda: _has_status(aws.kube, "three"), what="cp-2 to write the status")
-        assert await second.metric("status_patches_total", cluster="aws") >= 1
-        assert await second.metric("status_leader") == 1
+        assert await second.metric("envoy_cp_status_patches_total", cluster="aws") >= 1
+        assert await second.metric("envoy_cp_status_leader") == 1
 
         # A clean stop releases the lease: nobody holds it afterwards. (The fake API server runs in this event
         # loop: wait for the exit without blocking it.)

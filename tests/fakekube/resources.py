@@ -15,6 +15,7 @@ class ResourceType:
     plural: str
     short_names: tuple[str, ...] = ()
     field_selectors: tuple[str, ...] = ("metadata.name", "metadata.namespace")
+    namespaced: bool = True
     # With a status subresource, writes to the object leave its status alone and writes to /status change only it
     # (subresources.py); the fake keeps pods without one, so tests may still set a pod's status with a PUT.
     status_subresource: bool = False
@@ -32,7 +33,7 @@ class ResourceType:
         return {
             "name": self.plural,
             "singularName": self.kind.lower(),
-            "namespaced": True,
+            "namespaced": self.namespaced,
             "kind": self.kind,
             "verbs": VERBS,
             "shortNames": list(self.short_names),
@@ -49,6 +50,10 @@ INGRESS_LISTENER = ResourceType(
 EGRESS_LISTENER = ResourceType(
     "egresslistener.envoy.uw.systems", "v1alpha1", "EgressListener", "egresslisteners", status_subresource=True
 )
+CRD = ResourceType(
+    "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", ("crd", "crds"),
+    ("metadata.name",), namespaced=False,
+)
 EVENT = ResourceType(
     "", "v1", "Event", "events", ("ev",),
     ("metadata.name", "metadata.namespace", "involvedObject.kind", "involvedObject.namespace",
@@ -56,7 +61,7 @@ EVENT = ResourceType(
      "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"),
 )
 LEASE = ResourceType("coordination.k8s.io", "v1", "Lease", "leases")
-RESOURCE_TYPES = (POD, INGRESS_LISTENER, EGRESS_LISTENER, EVENT, LEASE)
+RESOURCE_TYPES = (POD, INGRESS_LISTENER, EGRESS_LISTENER, CRD, EVENT, LEASE)
 
 
 def by_path(group: str, version: str, plural: str) -> ResourceType | None:

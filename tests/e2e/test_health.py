@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from .harness import BackendGroup, egress, free_port, pod, settle, start_backend, talk, talk_many, wait_until
+from .test_mtls import SECRETS_ON, SERVER_IP, Mesh, mtls_manifests
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -303,3 +304,46 @@ async def test_http_layer_outlier_detection_ejects_a_backend_refusing_connection
         assert await envoy.stat(ejections) == 1
         assert refused in (2, 3)  # as on the TCP layer
         assert [await get() for _ in range(6)] == [200] * 6
+
+
+# ---- across an mTLS hop -------------------------------------------------------------------------------------------
+
+
+async def test_http_health_checks_cross_the_mtls_hop_and_reach_the_app(manifests, start_plane, start_envoy):
+    """With `tls`, an egress's endpoints are the peers' ingress Envoys: the checks use the cluster's TLS, and on the
+    HTTP layer they pass through the peer's ingress to its app, so an app that stops is seen."""
+    mesh = Mesh()
+    requests: list[tuple[str, str | None]] = []
+
+    async def app(request: web.Request) -> web.Response:
+        requests.append((request.path, request.headers.get("host")))
+        return web.Response(text="ok")
+
+    runner = web.AppRunner(web.Application())
+    runner.app.router.add_get("/{tail:.*}", app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        listen, egress_port = free_port(SERVER_IP), free_port()
+        docs = mtls_manifests(mesh, listen, runner.addresses[0][1], egress_port, layer="http")
+        docs[-1]["spec"]["healthcheck"] = {**FAST_TCP_CHECK, "type": "http", "path": "/healthz"}
+        manifests.write("mesh.yaml", *docs)
+        plane = await start_plane(ingress_address=SERVER_IP, xds=SECRETS_ON)
+        server = await start_envoy("server-node", plane.xds_port)
+        client = await start_envoy("client-node", plane.xds_port)
+        cluster = "egress_secure-out_cluster"
+
+        async def flags() -> set[str] | None:
+            hosts = await client.host_health(cluster)
+            return hosts.get(f"{SERVER_IP}:{listen}")
+
+        await wait_until(lambda: _is(flags(), set()), what="the peer healthy")
+        assert await server.stat(f"listener.{SERVER_IP}_{listen}.ssl.handshake")
+        assert ("/healthz", "servers") in requests  # through the peer's ingress, Host: the targetcluster
+    finally:
+        await runner.cleanup()
+    await wait_until(lambda: _is(flags(), {"failed_active_health_check"}), what="the peer failing once its app stopped")
+
+
+async def _is(value, expected) -> bool:
+    return await value == expected

@@ -90,7 +90,9 @@ def _errors(what: str) -> Iterator[None]:
         yield
     except CredentialsError as e:
         raise KubeError(f"{what}: credentials: {e}") from e
-    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError, RuntimeError) as e:
+        # RuntimeError: "Session is closed", a request that started on a client replaced meanwhile (a new exec
+        # client certificate): it is retried like a broken connection.
         raise KubeError(f"{what}: {type(e).__name__}: {e}".rstrip(": ")) from e
 
 

@@ -18,6 +18,8 @@ import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
+from ...text import clip
+
 
 class KubeError(Exception):
     """A failed request or watch; `code` is the HTTP status (or the Status code of a watch ERROR event), None when
@@ -57,7 +59,9 @@ class WatchEvent:
 
     @property
     def resource_version(self) -> str | None:
-        return (self.object.get("metadata") or {}).get("resourceVersion")
+        meta = self.object.get("metadata") if isinstance(self.object, dict) else None
+        version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        return version if isinstance(version, str) else None
 
 
 @contextlib.contextmanager
@@ -103,9 +107,11 @@ class WatchStream:
     def _event(self, line: bytes | bytearray) -> WatchEvent:
         with _errors(self._what):
             event = json.loads(line)
+        if not isinstance(event, dict):
+            raise KubeError(f"{self._what}: not a watch event: {clip(line.decode(errors='replace'))}")
         if event.get("type") == "ERROR":
             raise _status_error(event.get("object"), 500)
-        return WatchEvent(event.get("type", ""), event.get("object") or {})
+        return WatchEvent(str(event.get("type", "")), event.get("object") or {})
 
     async def close(self) -> None:
         self._response.release()

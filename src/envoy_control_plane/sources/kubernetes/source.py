@@ -8,6 +8,7 @@ import random
 
 from ...config import ClusterConfig
 from ...state import World
+from ...text import redact_url
 from ..status import SourceStatus
 from .backoff import Backoff
 from .client import KubeClient, KubeError, connect
@@ -78,7 +79,7 @@ class KubernetesSource:
 
     def _detail(self, client: KubeClient | None, reflectors: list[Reflector]) -> dict[str, object]:
         return {
-            "server": client.server if client else None,
+            "server": redact_url(client.server) if client else None,  # a kubeconfig may embed user:pass@
             "namespace": self.cluster.namespace,
             "kinds": {r.resource.kind: r.to_json() for r in reflectors},
         }

@@ -316,10 +316,10 @@ def test_port_ownership_without_timestamps_is_by_namespace_and_name_not_file_ord
 def test_a_yaml_timestamp_and_its_text_order_alike(tmp_path: Path) -> None:
     """An unquoted creationTimestamp is a datetime to YAML: it must sort with the text form of other objects."""
     (tmp_path / "l.yaml").write_text(
-        yaml.safe_dump(egress_doc("later", "n", 9000, 80, "web", creationTimestamp="2026-01-01T10:00:00Z"))
+        yaml.safe_dump(egress_doc("earlier", "n", 9000, 80, "web", creationTimestamp="2026-01-01T09:30:00Z"))
         + "---\n"
-        + yaml.safe_dump(egress_doc("earlier", "n", 9000, 81, "web")).replace(
-            "namespace: default", "namespace: default\n  creationTimestamp: 2026-01-01T09:30:00+00:00"
+        + yaml.safe_dump(egress_doc("later", "n", 9000, 81, "web")).replace(
+            "namespace: default", "namespace: default\n  creationTimestamp: 2026-01-01 10:00:00+00:00"
         )
     )
     world, source = loaded(tmp_path)

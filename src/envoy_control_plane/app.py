@@ -15,9 +15,10 @@ from .metrics import Metrics
 from .sources.manifests import ManifestSource
 from .sources.status import SourceStatus
 from .state import World
+from .status.conditions import ListenerStatus, listener_statuses
 from .translate.node import Addresses
 from .xds.cache import SnapshotCache
-from .xds.server import start_xds_server
+from .xds.server import check_port, start_xds_server
 from .xds.streams import StreamRegistry
 
 if TYPE_CHECKING:
@@ -35,8 +36,15 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self.streams = StreamRegistry()
         addresses = Addresses(ingress=config.ingress_address, egress=config.egress_address)
-        self.controller = Controller(self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000)
-        self.manifests = ManifestSource(config.manifests, self.world) if config.manifests else None
+        self.controller = Controller(
+            self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000, config.may_serve_secrets
+        )
+        self.controller.on_problems = self._publish_listener_problems
+        self.manifests = (
+            ManifestSource(config.manifests, self.world, delete_grace=config.manifest_delete_grace_s)
+            if config.manifests
+            else None
+        )
         self.clusters: list[KubernetesSource] = []
         if config.clusters:
             # kubernetes_asyncio is heavy to import: only when it is used
@@ -45,6 +53,7 @@ class ControlPlane:
             settings = watch_settings or WatchSettings()
             self.clusters = [KubernetesSource(c, self.world, settings) for c in config.clusters]
         self.xds_port = 0
+        self.serving = False  # xDS is served: what readiness means
         self.admin_port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
@@ -52,15 +61,28 @@ class ControlPlane:
     def sources(self) -> list[SourceStatus]:
         return ([self.manifests.status] if self.manifests else []) + [c.status for c in self.clusters]
 
+    def _publish_listener_problems(self) -> None:
+        by_source: dict[str, list[str]] = {}
+        for problem in self.controller.listener_problems():
+            by_source.setdefault(problem.source, []).append(problem.message)
+        for status in self.sources():
+            status.listener_problems = by_source.get(status.name, [])
+
+    def listener_statuses(self) -> list[ListenerStatus]:
+        return listener_statuses(self.world, self.sources(), self.cache, self.streams)
+
     async def start(self) -> None:
         """Start the sources and admin, wait for the sources' first load, then serve xDS.
 
         xDS waits because an Envoy that reconnects to a fresh process would otherwise be sent a world that is still
         loading, and remove what it runs. A source that does not load within `xds.initial_sync_timeout_s` (a cluster
-        that cannot be reached) stops holding up the others. Returns once both servers listen.
+        that cannot be reached) stops holding up the others. Returns once both servers listen. Raises OSError at once
+        when the xDS port is taken (another instance), before any source starts.
         """
+        check_port(self.config.xds.address, self.config.xds.port)
         runner, self.admin_port = await start_admin(
-            make_app(self.cache, self.streams, self.metrics, self.sources),
+            make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses,
+                     serving=lambda: self.serving, debug_remote=self.config.admin.debug_remote),
             self.config.admin.address,
             self.config.admin.port,
         )
@@ -74,9 +96,10 @@ class ControlPlane:
         self.controller.rebuild(everything=True)
         self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
         xds, self.xds_port = await start_xds_server(
-            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams
+            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams, self.config.xds.tls
         )
         self._stoppers.append(lambda: xds.stop(grace=1))
+        self.serving = True
 
     async def _initial_sync(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -88,6 +111,7 @@ class ControlPlane:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
+        self.serving = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from . import bootstrap
+from . import __version__, bootstrap, logs
 from .config import Config, ConfigError, build_config, load_config
+from .logs import LEVELS
 
 EXIT_USAGE = 2
 
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="envoy-control-plane", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the control plane")
@@ -34,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--manifests", type=Path, action="append", help="manifest file or directory (repeatable)")
     run.add_argument("--xds-port", type=int, help="override xds.port")
     run.add_argument("--admin-port", type=int, help="override admin.port")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--log-level", type=str.upper, choices=LEVELS, help="override log_level (any case)")
+    run.add_argument("--log-format", choices=["text", "json"], help="override log_format")
     run.set_defaults(func=_run)
 
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap pointing at this control plane")
@@ -43,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--admin-port", type=int, default=9901, help="Envoy's admin port, on 127.0.0.1")
     boot.add_argument("--delta", action="store_true", help="use incremental xDS (DELTA_GRPC)")
     boot.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    tls = boot.add_argument_group("mTLS to the control plane (all three, or none; paths as Envoy will see them)")
+    tls.add_argument("--xds-ca", metavar="FILE", help="CA that signed the control plane's certificate")
+    tls.add_argument("--xds-cert", metavar="FILE", help="this node's client certificate (names its node id)")
+    tls.add_argument("--xds-key", metavar="FILE", help="the client certificate's private key")
+    tls.add_argument(
+        "--xds-sni",
+        metavar="NAME",
+        help="the name the control plane's certificate must carry, also sent as SNI (default: the --xds host)",
+    )
     boot.set_defaults(func=_bootstrap)
 
     val = sub.add_parser("validate", help="check manifests and print every problem")
@@ -66,6 +78,10 @@ def resolve_config(args: argparse.Namespace) -> Config:
         raw["xds"]["port"] = args.xds_port
     if args.admin_port is not None:
         raw["admin"]["port"] = args.admin_port
+    if args.log_level is not None:
+        raw["log_level"] = args.log_level
+    if args.log_format is not None:
+        raw["log_format"] = args.log_format
     config = build_config(raw, source="command line")
     if not config.manifests and not config.clusters:
         raise ConfigError("nothing to serve: give --manifests PATH or a --config with manifests or clusters")
@@ -77,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         config = resolve_config(args)
     except ConfigError as e:
         return _fail(str(e))
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(config.log_level, config.log_format, config.library_log_level)
     try:
         asyncio.run(_serve(config))
     except OSError as e:
@@ -111,7 +127,14 @@ def _bootstrap(args: argparse.Namespace) -> int:
         return _fail(f"--xds: expected HOST:PORT, got {args.xds!r}")
     if not 1 <= args.admin_port <= 65535:
         return _fail(f"--admin-port: expected 1-65535, got {args.admin_port}")
-    doc = bootstrap.render(args.node_id, host.strip("[]"), int(port), args.admin_port, delta=args.delta)
+    files = {"--xds-ca": args.xds_ca, "--xds-cert": args.xds_cert, "--xds-key": args.xds_key}
+    if any(files.values()) and not all(files.values()):
+        missing = ", ".join(flag for flag, value in files.items() if not value)
+        return _fail(f"--xds-ca, --xds-cert and --xds-key come together: {missing} missing")
+    if args.xds_sni is not None and not any(files.values()):
+        return _fail("--xds-sni needs --xds-ca, --xds-cert and --xds-key")
+    tls = bootstrap.XdsClientTls(args.xds_ca, args.xds_cert, args.xds_key, args.xds_sni) if args.xds_ca else None
+    doc = bootstrap.render(args.node_id, host.strip("[]"), int(port), args.admin_port, delta=args.delta, tls=tls)
     print(json.dumps(doc, indent=2) if args.format == "json" else yaml.safe_dump(doc, sort_keys=False), end="")
     return 0
 

@@ -7,11 +7,18 @@ Two shapes load: the full mapping (`xds`, `admin`, `manifests`, `clusters`, ...)
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .logs import LEVELS, LogFormat
+from .text import quote
 
 
 MANIFEST_SOURCE = "manifests"  # the source name of manifest files; no Kubernetes cluster may take it
@@ -30,8 +37,84 @@ class Endpoint(_Strict):
     port: int = Field(ge=1, le=65535)
 
 
+@dataclass(frozen=True)
+class TlsMaterial:
+    """The PEM contents of xds.tls's files, read together and checked."""
+
+    cert: bytes
+    key: bytes
+    client_ca: bytes | None
+
+
+class XdsTlsConfig(_Strict):
+    """TLS on the xDS port: the server's certificate and key; with client_ca, clients must present a certificate
+    from that CA, and a stream may only ask for a node id its certificate names (see xds/identity.py)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    @field_validator("cert", "client_ca")
+    @classmethod
+    def _certificates(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            _certificates(_read(path), path)
+        return path
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, path: Path) -> Path:
+        _private_key(_read(path), path)
+        return path
+
+    @model_validator(mode="after")
+    def _key_matches(self) -> XdsTlsConfig:
+        self.load()
+        return self
+
+    def load(self) -> TlsMaterial:
+        """Read the files and check them together (each parses, the key is the certificate's); ValueError if not."""
+        cert, key = _read(self.cert), _read(self.key)
+        ca = _read(self.client_ca) if self.client_ca else None
+        leaf = _certificates(cert, self.cert)[0]
+        if ca is not None:
+            _certificates(ca, self.client_ca)
+        if _private_key(key, self.key).public_key().public_bytes(*_SPKI) != leaf.public_key().public_bytes(*_SPKI):
+            raise ValueError(f"key {self.key} does not match the certificate {self.cert}")
+        return TlsMaterial(cert, key, ca)
+
+
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"file not found: {path}") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _certificates(pem: bytes, path: Path | None) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise ValueError(f"{path}: not a PEM certificate") from None
+
+
+def _private_key(pem: bytes, path: Path) -> Any:
+    try:
+        return serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: the key is encrypted
+        raise ValueError(f"{path}: not an unencrypted PEM private key") from None
+
+
 class XdsConfig(Endpoint):
     port: int = Field(default=18000, ge=1, le=65535)
+    tls: XdsTlsConfig | None = None
+    # Serve SDS secrets (private keys) to clients that did not prove who they are: for demos and tests only.
+    insecure_secrets: bool = False
     # Hold a burst of source events this long before rebuilding snapshots, so a rollout is a few pushes, not many.
     debounce_ms: int = Field(default=20, ge=0, le=10_000)
     # Serve xDS only once every source has loaded, or after this long (a cluster that cannot be reached).
@@ -40,6 +123,9 @@ class XdsConfig(Endpoint):
 
 class AdminConfig(Endpoint):
     port: int = Field(default=18001, ge=1, le=65535)
+    # /debug/* shows every node's configuration and subscriptions: answered only to loopback clients (kubectl
+    # port-forward arrives there) unless this is true. /healthz, /readyz and /metrics answer everyone.
+    debug_remote: bool = False
 
 
 class ClusterConfig(_Strict):
@@ -62,10 +148,31 @@ class Config(_Strict):
     xds: XdsConfig = XdsConfig()
     admin: AdminConfig = AdminConfig()
     manifests: list[Path] = []
+    # A manifest file that vanishes is deleted only once it stayed away this long (an editor's save, `git checkout`,
+    # rsync); a ConfigMap's atomic `..data` swap applies at once.
+    manifest_delete_grace_s: float = Field(default=1.0, ge=0, le=60)
     clusters: list[ClusterConfig] = []
+    # Where the last good objects are kept across restarts (state.json); None: nothing is written.
+    state_dir: Path | None = None
     # Where IngressListeners listen; the original used 0.0.0.0. Tests bind loopback.
     ingress_address: str = "0.0.0.0"
     egress_address: str = "127.0.0.1"
+    log_level: str = "INFO"  # our own loggers
+    library_log_level: str = "WARNING"  # grpc, asyncio, aiohttp, watchfiles, kubernetes_asyncio
+    log_format: LogFormat = "text"
+
+    @field_validator("log_level", "library_log_level")
+    @classmethod
+    def _level(cls, level: str) -> str:
+        if level.upper() not in LEVELS:
+            raise ValueError(f"expected one of {', '.join(LEVELS)} (any case), got {quote(level)}")
+        return level.upper()
+
+    @property
+    def may_serve_secrets(self) -> bool:
+        """Whether SDS secrets may go out: only to clients bound to a node by their certificate, unless the
+        operator said otherwise; whoever reaches an open xDS port could otherwise read every private key."""
+        return (self.xds.tls is not None and self.xds.tls.client_ca is not None) or self.xds.insecure_secrets
 
     @field_validator("manifests")
     @classmethod
@@ -121,8 +228,14 @@ def build_config(raw: dict[str, Any], source: str = "config") -> Config:
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     raw = dict(raw)
+    if isinstance(raw.get("state_dir"), str):
+        raw["state_dir"] = _under(base, raw["state_dir"])
     if isinstance(raw.get("manifests"), list):
         raw["manifests"] = [_under(base, p) for p in raw["manifests"]]
+    xds = raw.get("xds")
+    if isinstance(xds, dict) and isinstance(xds.get("tls"), dict):
+        tls = {k: _under(base, v) if k in ("cert", "key", "client_ca") else v for k, v in xds["tls"].items()}
+        raw["xds"] = {**xds, "tls": tls}
     if isinstance(raw.get("clusters"), list):
         raw["clusters"] = [
             {**c, "kubeconfig": _under(base, c["kubeconfig"])} if isinstance(c, dict) and c.get("kubeconfig") else c

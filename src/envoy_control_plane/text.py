@@ -9,6 +9,7 @@ and newlines, so nobody can forge log lines.
 from __future__ import annotations
 
 import reprlib
+from datetime import datetime, timezone
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 DEFAULT_LIMIT = 200
@@ -50,3 +51,10 @@ def redact_url(url: str) -> str:
         f"{key}=***" if value else key for key, value in parse_qsl(parts.query, keep_blank_values=True)
     )
     return clip(urlunsplit((parts.scheme, netloc, parts.path, query, "")), 500)
+
+
+def rfc3339(timestamp: float | None) -> str | None:
+    """A Unix time as the admin endpoints show times: RFC 3339 in UTC, to the millisecond."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -28,7 +28,7 @@ async def test_admin_endpoints_describe_the_connected_envoy(manifests, start_pla
 
     metrics = await admin.metrics()
     for name in ("xds_connected_streams", "xds_responses_total", "snapshot_build_seconds"):
-        assert f"\n{name}" in metrics, name
+        assert f"\nenvoy_cp_{name}" in metrics, name
     assert metric_value(metrics, "xds_connected_streams", mode="sotw") == 1
     for xds_type in ("CDS", "EDS", "LDS"):
         assert metric_value(metrics, "xds_responses_total", type=xds_type) == 1, xds_type
@@ -59,6 +59,14 @@ async def test_admin_endpoints_describe_the_connected_envoy(manifests, start_pla
     # The snapshot is what Envoy runs.
     assert sorted(await envoy.listeners()) == names("LDS")
     assert set(names("CDS")) <= set(await envoy.clusters())
+
+    [sync] = await admin.json("/debug/syncz")
+    assert (sync["node"], sync["mode"], sync["in_sync"]) == ("node-a", "sotw", True), sync
+    assert sync["connected"].endswith("Z") and stream["opened"] == sync["connected"]  # RFC 3339, UTC
+    for xds_type in ("CDS", "EDS", "LDS"):
+        entry = sync["types"][xds_type]
+        assert entry["sent"] == entry["acked"] == entry["current"] == snapshot[xds_type]["version"], entry
+    assert "/debug/syncz" in await admin.json("/debug")
 
     status, body = await admin.get("/debug/snapshot/no-such-node")
     assert status == 404 and "no-such-node" in body

@@ -69,8 +69,8 @@ def test_port_conflict_keeps_the_older_listener():
     result = world.listeners("n")
     assert result.accepted == (older,)
     assert len(result.rejected) == 1
-    assert "IngressListener default/second" in result.rejected[0]
-    assert "port 9090" in result.rejected[0] and "EgressListener default/first" in result.rejected[0]
+    assert "IngressListener default/second" in result.rejected[0].message
+    assert "port 9090" in result.rejected[0].message and "EgressListener default/first" in result.rejected[0].message
 
 
 def test_same_name_in_two_sources_is_a_conflict_on_one_node():
@@ -79,7 +79,7 @@ def test_same_name_in_two_sources_is_a_conflict_on_one_node():
     world.upsert("gcp", egress("out", "n", 9091, 8080, "web"))
     result = world.listeners("n")
     assert [listener.spec.listenport for listener in result.accepted] == [9090]
-    assert "Envoy name egress_out" in result.rejected[0]
+    assert "Envoy name egress_out" in result.rejected[0].message
 
 
 def test_replace_deletes_what_vanished_of_the_given_kinds():

@@ -63,6 +63,8 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
             else:
                 status.acked_version = request.version_info
                 state.acked = state.sent
+                status.acked_resources = {name: r.version for name, r in state.acked.items()}
+                status.rejected_resources = {}
                 self._metrics.acks.labels(short(type_url)).inc()
                 log.debug("node %s %s: ACK %s", self._info.node, short(type_url), request.version_info)
         elif not state.subscribed:
@@ -71,6 +73,7 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
             status.acked_version = request.version_info
             if self._snapshot is not None and request.version_info == self._snapshot.version(type_url):
                 state.acked = dict(self._snapshot.of_type(type_url))
+                status.acked_resources = {name: r.version for name, r in state.acked.items()}
         names = frozenset(request.resource_names)
         wildcard = type_url in WILDCARD_TYPES and (not names or "*" in names)
         if not wildcard and state.subscribed and names - status.names:
@@ -81,6 +84,9 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
     def _on_nack(self, type_url: str, state: _TypeState, request: DiscoveryRequest) -> None:
         status = state.status
         self._count_nack(type_url, status, request.error_detail.message)
+        status.rejected_resources = {
+            name: r.version for name, r in state.sent.items() if status.acked_resources.get(name) != r.version
+        }
         log.warning(
             "node %s rejected %s version %s (keeps %s): %s",
             self._info.node,

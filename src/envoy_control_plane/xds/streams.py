@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..text import rfc3339
 from .types import short
 
 
@@ -21,6 +22,10 @@ class TypeStatus:
     wildcard: bool = False
     nacks: int = 0
     last_nack: str | None = None
+    # Per resource, for status conditions: name -> version the client has (ACKed, or declared on a reconnect), and
+    # name -> version the last NACK (`last_nack`) rejected; for SotW, every resource the rejected push changed.
+    acked_resources: dict[str, str] = field(default_factory=dict)
+    rejected_resources: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,7 +53,7 @@ class StreamInfo:
             "stream": self.id,
             "mode": self.mode,
             "peer": self.peer,
-            "opened": self.opened,
+            "opened": rfc3339(self.opened),
             "types": {short(t): s.to_json() for t, s in sorted(self.types.items())},
         }
 

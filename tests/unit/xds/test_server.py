@@ -1,7 +1,11 @@
+import pytest
 from envoy.config.core.v3.base_pb2 import Extension
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
-from envoy_control_plane.xds.server import _slim_node
+from envoy_control_plane.metrics import Metrics
+from envoy_control_plane.xds.cache import SnapshotCache
+from envoy_control_plane.xds.server import _slim_node, exposure_warning, check_port, start_xds_server
+from envoy_control_plane.xds.streams import StreamRegistry
 from envoy_control_plane.xds.types import CLUSTER
 
 
@@ -22,3 +26,24 @@ def test_requests_lose_only_the_nodes_extension_list():
 def test_requests_without_a_node_pass_unchanged():
     request = DeltaDiscoveryRequest(type_url=CLUSTER, response_nonce="1")
     assert _slim_node(DeltaDiscoveryRequest)(request.SerializeToString()) == request
+
+
+async def test_a_second_server_cannot_share_the_port():
+    """gRPC's SO_REUSEPORT default would let two instances split the Envoys silently."""
+    metrics = Metrics()
+    first, port = await start_xds_server("127.0.0.1", 0, SnapshotCache(), metrics, StreamRegistry())
+    try:
+        with pytest.raises(OSError, match=f"xDS port 127.0.0.1:{port} is already in use"):
+            await start_xds_server("127.0.0.1", port, SnapshotCache(), metrics, StreamRegistry())
+        with pytest.raises(OSError, match=f"xDS port 127.0.0.1:{port} is already in use"):
+            check_port("127.0.0.1", port)
+    finally:
+        await first.stop(None)
+
+
+def test_an_open_xds_port_beyond_loopback_is_warned_about():
+    assert "without client certificates" in exposure_warning("0.0.0.0", bind_nodes=False)
+    assert "without client certificates" in exposure_warning("xds.example", bind_nodes=False)
+    assert exposure_warning("0.0.0.0", bind_nodes=True) is None
+    for loopback in ("127.0.0.1", "::1", "localhost"):
+        assert exposure_warning(loopback, bind_nodes=False) is None

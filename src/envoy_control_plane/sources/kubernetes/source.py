@@ -7,8 +7,9 @@ import logging
 import random
 
 from ...config import ClusterConfig
+from ...model import LISTENER_KINDS
 from ...state import World
-from ...text import redact_url
+from ...text import clip, redact_url
 from ..status import SourceStatus
 from .backoff import Backoff
 from .client import KubeClient, KubeError, connect
@@ -56,14 +57,22 @@ class KubernetesSource:
             await client.close()
 
     async def _connected(self) -> KubeClient:
+        """A client, once the kubeconfig loads and the credentials come; each new failure is logged once, shown in
+        /debug/sources, and retried with backoff (a kubeconfig Secret may be fixed, a plugin may recover)."""
         backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max, self._rng)
         while True:
             try:
                 return await connect(self.cluster.kubeconfig, self.cluster.context)
             except KubeError as e:
-                if self.status.last_error != str(e):
-                    log.error("%s: %s", self.cluster.name, e)
-                self.status.last_error = str(e)
+                error = str(e)
+                if self.status.last_error != error:
+                    log.error("%s: %s; retrying", self.cluster.name, error)
+            except Exception as e:  # a bug must not end the cluster's source silently
+                error = f"unexpected error connecting: {type(e).__name__}: {clip(str(e))}"
+                if self.status.last_error != error:
+                    log.exception("%s: %s; retrying", self.cluster.name, error)
+            self.status.up, self.status.last_error = False, error
+            self.status.touch()
             await asyncio.sleep(backoff.next())
 
     def _refresh(self, client: KubeClient) -> None:
@@ -73,7 +82,9 @@ class KubernetesSource:
         status.up = all(r.up for r in reflectors)
         status.stale = any(r.listed and not r.up for r in reflectors)
         status.last_error = next((r.last_error for r in reflectors if r.last_error), None)
-        status.problems = sorted(problem for r in reflectors for problem in r.problems.values())
+        status.problems = sorted(problem.message for r in reflectors for problem in r.problems.values())
+        status.invalid = {ref: problem for r in reflectors for ref, problem in r.problems.items()
+                          if ref.kind in LISTENER_KINDS and ref.namespace}  # an unnamed one has no status to set
         status.detail = self._detail(client, reflectors)
         status.touch()
 

@@ -310,7 +310,7 @@ def test_port_ownership_without_timestamps_is_by_namespace_and_name_not_file_ord
     [accepted] = world.listeners("n").accepted
     assert accepted.ref.name == "alpha"
     [rejected] = world.listeners("n").rejected
-    assert "EgressListener default/zeta" in rejected and "port 9000" in rejected
+    assert "EgressListener default/zeta" in rejected.message and "port 9000" in rejected.message
 
 
 def test_a_yaml_timestamp_and_its_text_order_alike(tmp_path: Path) -> None:

@@ -6,23 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from envoy_control_plane.config import ClusterConfig
-from envoy_control_plane.sources.kubernetes import KubernetesSource, WatchSettings
+from envoy_control_plane.sources.kubernetes import KubernetesSource
 from envoy_control_plane.state import World
 from tests.fakekube import FakeKube
 from tests.integration.kube_helpers import eventually, pod
+from tests.integration.test_kubernetes_source import FAST, kube, running  # noqa: F401  (kube: a fixture)
 
 pytestmark = pytest.mark.timeout(30)
-
-FAST = WatchSettings(watch_timeout=30, list_timeout=5, page_size=2, backoff_initial=0.01, backoff_max=0.1,
-                     absent_retry=0.05)
 
 
 def malformed(name: str, field: str, value: object) -> dict:
@@ -31,25 +27,6 @@ def malformed(name: str, field: str, value: object) -> dict:
     section, key = field.split(".")
     doc[section][key] = value
     return doc
-
-
-@contextlib.asynccontextmanager
-async def running(kubeconfig: Path) -> AsyncIterator[tuple[World, KubernetesSource]]:
-    world = World()
-    source = KubernetesSource(ClusterConfig(name="east", kubeconfig=kubeconfig), world, FAST, rng=random.Random(7))
-    task = asyncio.create_task(source.run())
-    try:
-        yield world, source
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-@pytest.fixture
-async def kube() -> AsyncIterator[FakeKube]:
-    async with FakeKube(bookmark_interval=0.05) as kube:
-        yield kube
 
 
 BAD = [
@@ -64,7 +41,8 @@ async def test_malformed_pods_are_reported_and_the_others_keep_flowing(kube: Fak
     kube.upsert(pod("a", "10.0.0.1"))
     for name, field, value, _ in BAD:
         kube.upsert(malformed(name, field, value))
-    async with running(kube.write_kubeconfig(tmp_path / "kubeconfig")) as (world, source):
+    async with running(kube, tmp_path) as cluster:
+        world, source = cluster.world, cluster.source
         await eventually(lambda: source.status.synced, "the first list")
         assert world.endpoints("backend") == ("10.0.0.1",)
         for _, _, _, message in BAD:
@@ -90,7 +68,8 @@ async def test_objects_without_a_usable_name_from_a_hostile_server(kube: FakeKub
         return items + copy.deepcopy(hostile) if rtype.kind == "Pod" else items
 
     kube.store.list = with_hostile  # type: ignore[method-assign]
-    async with running(kube.write_kubeconfig(tmp_path / "kubeconfig")) as (world, source):
+    async with running(kube, tmp_path) as cluster:
+        world, source = cluster.world, cluster.source
         await eventually(lambda: source.status.synced, "the first list")
         assert world.endpoints("backend") == ("10.0.0.1",)
         assert any("Pod (unnamed): metadata.name" in p or "metadata.namespace" in p for p in source.status.problems)
@@ -106,8 +85,14 @@ async def test_credentials_in_the_server_url_are_redacted(kube: FakeKube, tmp_pa
     scheme, rest = server.split("://")
     config["clusters"][0]["cluster"]["server"] = f"{scheme}://admin:hunter2@{rest}/?token=s3cret"
     path.write_text(yaml.safe_dump(config))
-    async with running(path) as (_, source):
+    source = KubernetesSource(ClusterConfig(name="east", kubeconfig=path), World(), FAST)
+    task = asyncio.create_task(source.run())
+    try:
         await eventually(lambda: source.status.detail.get("server") is not None, "the client to connect")
         shown = str(source.status.to_json())
         assert "hunter2" not in shown and "s3cret" not in shown and "admin" not in shown, shown
         assert f"{scheme}://***@{rest}" in shown, shown
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -80,7 +80,9 @@ class ControlPlane:
             status.listener_problems = by_source.get(status.name, [])
 
     def listener_statuses(self) -> list[ListenerStatus]:
-        return listener_statuses(self.world, self.sources(), self.cache, self.streams)
+        return listener_statuses(
+            self.world, self.sources(), self.cache, self.streams, self.controller.listener_problems()
+        )
 
     async def start(self) -> None:
         """Start the sources and admin, wait for the sources' first load, then serve xDS.

@@ -125,6 +125,7 @@ def test_config_map_holds_a_valid_config_for_the_local_cluster() -> None:
     assert raw == {
         "xds": {"address": "0.0.0.0", "port": 18000},
         "admin": {"address": "0.0.0.0", "port": 18001},
+        "state_dir": "/var/lib/envoy-control-plane",
         "clusters": [{"name": "local"}],
     }
     config = build_config(raw)
@@ -138,10 +139,14 @@ def test_deployment_runs_the_config_from_the_config_map_and_probes_admin() -> No
     [container] = template["spec"]["containers"]
     command = container["command"] + container["args"]
     assert command[:3] == ["envoy-control-plane", "run", "--config"]
-    [mount] = container["volumeMounts"]
-    assert Path(command[3]) == Path(mount["mountPath"]) / "config.yaml"
-    [volume] = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
-    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert Path(command[3]) == Path(mounts["config"]["mountPath"]) / "config.yaml"
+    assert volumes["config"]["configMap"]["name"] == config_map["metadata"]["name"]
+    # state_dir on a writable volume of the pod's own (the root filesystem is read-only)
+    state_dir = yaml.safe_load(config_map["data"]["config.yaml"])["state_dir"]
+    assert mounts["state"]["mountPath"] == state_dir and not mounts["state"].get("readOnly")
+    assert "emptyDir" in volumes["state"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"xds": 18000, "admin": 18001}
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):

@@ -10,7 +10,8 @@ import pytest
 
 from envoy_control_plane.statefile import FILE_NAME
 
-from .harness import egress, free_port, ingress, pod, settle, talk, talk_many, wait_until
+from .harness import egress, free_port, ingress, settle, talk, talk_many, wait_until
+from .harness.manifests import write_egress_and_ingress
 from .kube_fixtures import kegress, kpod
 
 pytestmark = pytest.mark.timeout(60)
@@ -31,9 +32,7 @@ async def test_a_listener_invalid_since_before_a_restart_keeps_its_last_good_ver
     pods = await backends({"a": "127.0.0.2"})
     app = (await backends({"app": "127.0.0.1"}))["app"]
     egress_port, ingress_port = free_port(), free_port()
-    manifests.write("pods.yaml", pod("a", "127.0.0.2", "backends"))
-    manifests.write("egress.yaml", egress("backends", "node-a", egress_port, pods.port, "backends"))
-    manifests.write("ingress.yaml", ingress("app", "node-a", ingress_port, app.port, rbacallowcluster="backends"))
+    write_egress_and_ingress(manifests, pods.port, app.port, egress_port, ingress_port)
     state_dir = tmp_path / "state"
     plane = await start_plane_process(state_dir=str(state_dir))
     envoy = await start_envoy("node-a", plane.xds_port)

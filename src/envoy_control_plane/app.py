@@ -56,6 +56,7 @@ class ControlPlane:
         self._restored: set[str] = set()  # sources whose last objects came from the state file
         self._keeping = False  # the state file is written from the World (only once the World was loaded)
         self.xds_port = 0
+        self.serving = False  # xDS is served: what readiness means
         self.admin_port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
@@ -77,7 +78,8 @@ class ControlPlane:
         """
         check_port(self.config.xds.address, self.config.xds.port)
         runner, self.admin_port = await start_admin(
-            make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses),
+            make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses,
+                     serving=lambda: self.serving),
             self.config.admin.address,
             self.config.admin.port,
         )
@@ -97,9 +99,10 @@ class ControlPlane:
             self._tasks.append(asyncio.create_task(self.keeper.run(), name="state-file"))
             self._keeping = True
         xds, self.xds_port = await start_xds_server(
-            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams
+            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams, self.config.xds.tls
         )
         self._stoppers.append(lambda: xds.stop(grace=1))
+        self.serving = True
 
     async def _initial_sync(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -131,6 +134,7 @@ class ControlPlane:
         return manifests.origin(ref) if manifests and source == manifests.status.name else None
 
     async def stop(self) -> None:
+        self.serving = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

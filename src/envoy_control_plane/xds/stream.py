@@ -12,6 +12,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from ..metrics import Metrics
 from .cache import Snapshot, SnapshotCache
+from .identity import NodeAuthorizer
 from .streams import StreamInfo, TypeStatus
 from .types import short
 
@@ -44,8 +45,12 @@ State = TypeVar("State", bound=_HasStatus)
 class Stream(ABC, Generic[Request, Response, State]):
     mode: str  # "sotw" or "delta", for logs
 
-    def __init__(self, cache: SnapshotCache, metrics: Metrics, info: StreamInfo) -> None:
+    def __init__(
+        self, cache: SnapshotCache, metrics: Metrics, info: StreamInfo, authorize: NodeAuthorizer | None = None
+    ) -> None:
+        """`authorize` checks the node id the stream asks for (raising NodeNotPermitted) before anything is served."""
         self._cache = cache
+        self._authorize = authorize
         self._metrics = metrics
         self._info = info
         self._snapshot: Snapshot | None = None
@@ -116,6 +121,8 @@ class Stream(ABC, Generic[Request, Response, State]):
         """The node is only guaranteed on a stream's first request: take it from there, and watch its snapshots."""
         if not request.node.id:
             raise ProtocolError("the first request of a stream must carry node.id")
+        if self._authorize is not None:
+            self._authorize(request.node.id)
         self._info.node = request.node.id
         self._snapshot = self._cache.get(self._info.node)
         self._cancel_watch = self._cache.watch(self._info.node, self._on_snapshot)

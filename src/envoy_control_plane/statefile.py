@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,20 @@ def encode(obj: KubeObject) -> dict[str, Any] | None:
             meta["creationTimestamp"] = obj.created
         if obj.generation:
             meta["generation"] = obj.generation
-        doc["spec"] = obj.spec.model_dump(mode="json", exclude_unset=True, by_alias=True)
+        doc["spec"] = _plain(obj.spec.model_dump(exclude_unset=True, by_alias=True))
         return doc
     return None  # a kind this file does not know (or must not hold, like a Secret)
+
+
+def _plain(value: Any) -> Any:
+    """A dumped spec as a manifest writes it: lists for tuples, Go-style durations (`1500ms`) for timedeltas."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, timedelta):
+        return f"{round(value.total_seconds() * 1000)}ms"
+    return value
 
 
 def read_state(path: Path) -> SavedState:

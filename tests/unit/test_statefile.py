@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from pathlib import Path
 
 import pytest
+import yaml
 
 from envoy_control_plane import statefile
-from envoy_control_plane.model import Pod, parse_object
+from envoy_control_plane.model import ObjectError, Pod, parse_object
 from envoy_control_plane.state import World
 from envoy_control_plane.statefile import FILE_NAME, StateKeeper, encode, read_state
 from tests.unit.objects import egress_doc, ingress_doc, pod_doc
@@ -24,6 +26,12 @@ OBJECTS = [
     ingress_doc("in", "node-a", 8080, 8081, "web", creationTimestamp="2026-01-01T00:00:00Z", generation=3),
     ingress_doc("open", "node-a", 8082, 8083),
     egress_doc("out", "node-b", 9090, 80, "web"),
+    {**egress_doc("checked", "node-b", 9091, 80, "web"), "spec": {
+        "nodename": "node-b", "listenport": 9091, "targetport": 80, "targetcluster": "web",
+        "healthcheck": {"type": "http", "path": "/healthz", "interval": "1m30s", "timeout": "250ms",
+                        "expectedStatuses": [200, 204]},
+        "outlierDetection": {"consecutiveErrors": 3, "baseEjectionTime": "1.5s"},
+    }},
 ]
 
 
@@ -32,9 +40,24 @@ def test_pods_have_the_fields_encode_writes() -> None:
     assert [f.name for f in dataclasses.fields(Pod)] == ["ref", "cluster_name", "ip", "ready", "terminating"]
 
 
-@pytest.mark.parametrize("doc", OBJECTS, ids=lambda d: d["metadata"]["name"])
-def test_every_object_reads_back_equal(doc) -> None:
-    obj = parse_object(doc)
+def example_objects() -> list:
+    """Every object of the repository's example manifests (new spec fields show up there first)."""
+    root = Path(__file__).resolve().parents[2]
+    files = [*root.glob("examples/**/*.yaml"), *root.glob("manifests/examples/*.yaml")]
+    objects = []
+    for path in sorted(files):
+        for doc in yaml.safe_load_all(path.read_text()):
+            try:
+                obj = parse_object(doc)
+            except ObjectError:
+                continue
+            if obj is not None:
+                objects.append(obj)
+    return objects
+
+
+@pytest.mark.parametrize("obj", [parse_object(doc) for doc in OBJECTS] + example_objects(), ids=lambda o: str(o.ref))
+def test_every_object_reads_back_equal(obj) -> None:
     assert parse_object(encode(obj)) == obj
 
 

@@ -39,8 +39,8 @@ The rules (see XDS_PROTOCOL.md and Envoy's "Incremental xDS" protocol section), 
   ClusterLoadAssignment is sent again even if unchanged (Envoy finishes warming an updated cluster only on a new EDS
   response; tests/e2e/test_delta.py checks both against Envoy 1.40). Removals last: a cluster is not removed while a
   listener the client has (ACKed or in flight) routes to it, nor an endpoint assignment while a cluster the client has
-  uses it; when the client declared a listener (cluster) we cannot see into (a reconnect with an older version),
-  cluster (endpoint) removals wait until that one is replaced.
+  uses it, nor a secret while a listener or cluster the client has names it; when the client declared a holder we
+  cannot see into (a reconnect with an older version), the removals it could need wait until that one is replaced.
 - Every resource's bytes are the shared `Resource.body`, wrapped per response, never re-serialised.
 - `system_version_info` (debugging only, per the protocol) is the version of the set the client has once it applies
   the response, computed like `Snapshot.version`: when the client has everything, it equals the snapshot's version
@@ -61,13 +61,13 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, Delt
 from .resource import Resource, content_hash
 from .stream import Stream
 from .streams import TypeStatus
-from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, WILDCARD_TYPES, short
+from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, SECRET, WILDCARD_TYPES, short
 
 log = logging.getLogger(__name__)
 
 WILDCARD = "*"
-# Removals of the key type wait while the client holds a resource of the value type that needs the removed name.
-_HOLDERS = {CLUSTER: LISTENER, ENDPOINT: CLUSTER}
+# Removals of the key type wait while the client holds a resource of a value type that needs the removed name.
+_HOLDERS = {SECRET: (LISTENER, CLUSTER), CLUSTER: (LISTENER,), ENDPOINT: (CLUSTER,)}
 _UNSET = object()
 
 
@@ -294,15 +294,18 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
 
     def _needed(self, type_url: str) -> Container[str]:
         """Names of this type that a resource the client holds (or is being sent) needs: they are not removed yet."""
-        holder = self._types.get(_HOLDERS.get(type_url, ""))
-        if holder is None:
-            return frozenset()
-        if any(n not in holder.content or holder.content[n].version != v for n, v in holder.known.items()):
-            return _EVERYTHING  # the client has something we cannot see into: it may need anything
-        holding: Iterable[Resource] = holder.content.values()
-        if holder.in_flight is not None:
-            holding = [*holding, *holder.in_flight.sent.values()]
-        return {name for resource in holding for name in resource.refs}
+        needed: set[str] = set()
+        for holder_type in _HOLDERS.get(type_url, ()):
+            holder = self._types.get(holder_type)
+            if holder is None:
+                continue
+            if any(n not in holder.content or holder.content[n].version != v for n, v in holder.known.items()):
+                return _EVERYTHING  # the client has something we cannot see into: it may need anything
+            holding: Iterable[Resource] = holder.content.values()
+            if holder.in_flight is not None:
+                holding = [*holding, *holder.in_flight.sent.values()]
+            needed.update(name for resource in holding for name in resource.refs)
+        return needed
 
     def _response(
         self, type_url: str, state: _TypeState, updates: list[Resource], removals: list[str]

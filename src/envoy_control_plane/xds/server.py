@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ from google.protobuf.message import Message
 from ..config import XdsTlsConfig
 from ..metrics import Metrics
 from .cache import SnapshotCache
+from .credentials import ReloadingCredentials
 from .delta import DeltaStream
 from .identity import NodeNotPermitted, stream_authorizer
 from .sotw import SotwStream
@@ -83,6 +85,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     yield response
         except NodeNotPermitted as e:
             log.warning("stream %d from %s refused: %s", info.id, info.peer, e)
+            self._metrics.streams_denied.inc()
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except ProtocolError as e:
             log.warning("stream %d from %s: %s", info.id, info.peer, e)
@@ -131,14 +134,6 @@ def _add_ads(service: AdsService, server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
 
 
-def server_credentials(tls: XdsTlsConfig) -> grpc.ServerCredentials:
-    """TLS for the xDS port; with a client CA, a client certificate from it is required."""
-    ca = tls.client_ca.read_bytes() if tls.client_ca else None
-    return grpc.ssl_server_credentials(
-        [(tls.key.read_bytes(), tls.cert.read_bytes())], root_certificates=ca, require_client_auth=ca is not None
-    )
-
-
 def check_port(address: str, port: int) -> None:
     """Raise OSError, with a message naming the port, if the xDS port cannot be bound now.
 
@@ -162,6 +157,20 @@ def check_port(address: str, port: int) -> None:
                 raise OSError(f"cannot listen for xDS on {address}:{port}: {e.strerror}") from None
 
 
+def exposure_warning(address: str, bind_nodes: bool) -> str | None:
+    """What to warn about when the xDS port is reachable beyond this host and nobody is identified."""
+    try:
+        loopback = ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        loopback = address == "localhost"
+    if bind_nodes or loopback:
+        return None
+    return (
+        f"xDS listens on {address} without client certificates (xds.tls.client_ca): whoever reaches the port can "
+        "ask for any node's configuration"
+    )
+
+
 async def start_xds_server(
     address: str,
     port: int,
@@ -175,8 +184,9 @@ async def start_xds_server(
     bind_nodes = tls is not None and tls.client_ca is not None
     _add_ads(AdsService(cache, metrics, streams, bind_nodes), server)
     target = f"{address}:{port}"
+    credentials = ReloadingCredentials(tls).credentials if tls else None  # follows renewals of the files
     try:
-        bound = server.add_secure_port(target, server_credentials(tls)) if tls else server.add_insecure_port(target)
+        bound = server.add_secure_port(target, credentials) if credentials else server.add_insecure_port(target)
     except RuntimeError:  # gRPC says only "Failed to bind": find out why, for a message that helps
         check_port(address, port)
         raise OSError(f"cannot listen for xDS on {address}:{port}") from None
@@ -185,4 +195,6 @@ async def start_xds_server(
     await server.start()
     security = "plaintext" if tls is None else "TLS, client certificates required" if bind_nodes else "TLS"
     log.info("xDS (ADS) listening on %s:%d (%s)", address, bound, security)
+    if warning := exposure_warning(address, bind_nodes):
+        log.warning("%s", warning)
     return server, bound

@@ -32,6 +32,10 @@ OBJECTS = [
                         "expectedStatuses": [200, 204]},
         "outlierDetection": {"consecutiveErrors": 3, "baseEjectionTime": "1.5s"},
     }},
+    {**ingress_doc("mtls", "node-a", 8443, 8081), "spec": {
+        "nodename": "node-a", "listenport": 8443, "targetport": 8081, "layer": "http",
+        "rbac": {"cluster": "web", "sans": ["spiffe://example/web"]}, "tls": {"secret": "cert", "validation": "ca"},
+    }},
 ]
 
 

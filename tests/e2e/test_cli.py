@@ -86,8 +86,9 @@ def test_bootstrap_refuses_incomplete_xds_tls_flags(flags: list[str], message: s
         ({"xds": {"port": 70000}, "manifests": ["m"]}, ["xds.port", "65535"]),
         ({"admin": {"port": "http"}, "manifests": ["m"]}, ["admin.port"]),
         ({"manifests": ["no-such-dir"]}, ["manifests", "no-such-dir", "not found"]),
+        ({"xds": {"tls": {"cert": "x.crt", "key": "x.key"}}, "manifests": ["m"]}, ["xds.tls.cert", "file not found"]),
     ],
-    ids=["unknown-key", "port-out-of-range", "port-not-a-number", "missing-manifests"],
+    ids=["unknown-key", "port-out-of-range", "port-not-a-number", "missing-manifests", "missing-xds-cert"],
 )
 def test_run_refuses_a_bad_config_with_one_line(tmp_path: Path, config: dict, fragments: list[str]) -> None:
     (tmp_path / "m").mkdir()

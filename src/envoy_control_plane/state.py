@@ -88,6 +88,7 @@ class World:
         # endpoints() of each cluster name, until it changes: every node using the cluster asks during a rebuild
         self._sorted_endpoints: dict[str, tuple[str, ...]] = {}
         self.on_change: Callable[[], None] | None = None
+        self.revision = 0  # counts changes: the state file is written when it moved
 
     # ---- writes (sources) ----------------------------------------------------------------------------------------
 
@@ -168,6 +169,7 @@ class World:
 
     def _changed(self, source: str, ref: ObjectRef, what: str) -> None:
         log.info("%s %s (source %s)", ref, what, source)
+        self.revision += 1
         if self._metrics is not None:
             self._metrics.source_events.labels(source, ref.kind).inc()
         if self.on_change is not None:

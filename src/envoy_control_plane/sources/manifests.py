@@ -22,6 +22,7 @@ import yaml
 from ..config import MANIFEST_SOURCE
 from ..model import KubeObject, ObjectError, ObjectRef, Secret, parse_object
 from ..state import World
+from ..statefile import Saved
 from ..text import clip
 from . import file_changes
 from .file_changes import files_below
@@ -187,16 +188,16 @@ class ManifestSource:
         self._timer: asyncio.TimerHandle | None = None
         self._loaded = False
         # From the state file, until the first load: the last good versions of objects invalid now, and what each
-        # file gave (for a file that does not parse now).
-        self._seeded: dict[str, KubeObject] = {}
-        self._seeded_files: dict[Path, dict[ObjectRef, KubeObject]] = {}
+        # file gave (for a file that does not parse now). Parsed only when used.
+        self._seeded: dict[str, Saved] = {}
+        self._seeded_files: dict[Path, list[Saved]] = {}
 
-    def seed(self, saved: Iterable[tuple[KubeObject, str | None]]) -> None:
+    def seed(self, saved: Iterable[Saved]) -> None:
         """The objects (and the files they came from) this source gave before a restart, for the first `load()`."""
-        for obj, origin in saved:
-            self._seeded[str(obj.ref)] = obj
-            if origin:
-                self._seeded_files.setdefault(Path(origin), {})[obj.ref] = obj
+        for item in saved:
+            self._seeded[item.name] = item
+            if item.origin:
+                self._seeded_files.setdefault(Path(item.origin), []).append(item)
 
     def origin(self, ref: ObjectRef) -> str | None:
         """The file the World's version of this object comes from."""
@@ -314,19 +315,23 @@ class ManifestSource:
         self._vanished.pop(path, None)
         result = read_file(path, self._parsed)
         before = self._files.get(path)
-        previous = before.objects if before else self._seeded_files.get(path, {})
+        previous = before.objects if before else self._seeded_objects(path)
         if result.unreadable:
             objects = {**previous, **result.objects}  # keep what the file gave before it broke
         else:
             # An object that turned invalid keeps its last good version, so its listener keeps working.
             kept = {ref: obj for ref, obj in previous.items() if str(ref) in result.invalid}
-            for name in result.invalid:
-                seeded = self._seeded.get(name)
+            for name in result.invalid & self._seeded.keys():
+                seeded = self._seeded[name].parse()  # invalid since before a restart: its saved version
                 if seeded is not None and seeded.ref not in kept and seeded.ref not in result.objects:
-                    kept[seeded.ref] = seeded  # invalid since before a restart: its version from the state file
+                    kept[seeded.ref] = seeded
             objects = {**result.objects, **kept}
         self._files[path] = _FileState(objects, result.errors, result.invalid_listeners)
         return self._diff(path, before.objects if before else {}, objects)
+
+    def _seeded_objects(self, path: Path) -> dict[ObjectRef, KubeObject]:
+        objects = (item.parse() for item in self._seeded_files.get(path, ()))
+        return {obj.ref: obj for obj in objects if obj is not None}
 
     def _vanish(self, path: Path, now: float) -> set[ObjectRef]:
         """A file is gone or empty: drop its objects now (a ConfigMap swap, no grace, the first load) or later."""

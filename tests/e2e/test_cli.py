@@ -43,11 +43,14 @@ def test_bootstrap_output_is_accepted_by_envoy_validate(tmp_path: Path, extra: l
 def test_bootstrap_with_xds_mtls_is_what_the_tls_tests_run_and_envoy_accepts_it(tmp_path: Path) -> None:
     from envoy_control_plane import bootstrap
 
-    from .harness.certs import CA
+    from demo.certs import CA
 
-    ca = CA()
-    cert, key = ca.issue("node-a").write(tmp_path, "node")
-    ca_path = ca.write(tmp_path / "ca.crt")
+    ca = CA("test CA")
+    leaf = ca.issue("node-a", [])
+    cert, key, ca_path = tmp_path / "node.crt", tmp_path / "node.key", tmp_path / "ca.crt"
+    cert.write_bytes(leaf.cert)
+    key.write_bytes(leaf.key)
+    ca_path.write_bytes(ca.cert)
     files = ["--xds-ca", str(ca_path), "--xds-cert", str(cert), "--xds-key", str(key)]
     result = cli("bootstrap", "--node-id", "node-a", "--xds", "xds.example:443", *files)
     assert result.returncode == 0, result.stderr

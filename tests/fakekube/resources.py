@@ -42,7 +42,8 @@ POD = ResourceType(
 )
 INGRESS_LISTENER = ResourceType("ingresslistener.envoy.uw.systems", "v1alpha1", "IngressListener", "ingresslisteners")
 EGRESS_LISTENER = ResourceType("egresslistener.envoy.uw.systems", "v1alpha1", "EgressListener", "egresslisteners")
-RESOURCE_TYPES = (POD, INGRESS_LISTENER, EGRESS_LISTENER)
+SECRET = ResourceType("", "v1", "Secret", "secrets", (), ("metadata.name", "metadata.namespace", "type"))
+RESOURCE_TYPES = (POD, INGRESS_LISTENER, EGRESS_LISTENER, SECRET)
 
 
 def by_path(group: str, version: str, plural: str) -> ResourceType | None:

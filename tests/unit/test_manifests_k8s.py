@@ -97,6 +97,7 @@ def test_cluster_role_only_reads_what_the_control_plane_watches() -> None:
     granted = {(group, resource) for rule in rules for group in rule["apiGroups"] for resource in rule["resources"]}
     assert granted == {
         ("", "pods"),
+        ("", "secrets"),
         ("ingresslistener.envoy.uw.systems", "ingresslisteners"),
         ("egresslistener.envoy.uw.systems", "egresslisteners"),
     }

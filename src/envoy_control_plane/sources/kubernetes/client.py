@@ -141,13 +141,17 @@ class KubeClient:
         return response
 
     async def list(
-        self, resource: Resource, namespace: str | None, *, field_selector: str = "", page_size: int, timeout: float
+        self, resource: Resource, namespace: str | None, *, field_selector: str = "", label_selector: str = "",
+        page_size: int, timeout: float,
     ) -> ListResult:
         """Every object, in pages; the resourceVersion to watch from is the first page's."""
         items: list[dict[str, Any]] = []
         resource_version, token = "", ""
         while True:
-            params = {"fieldSelector": field_selector, "limit": str(page_size), "continue": token}
+            params = {
+                "fieldSelector": field_selector, "labelSelector": label_selector, "limit": str(page_size),
+                "continue": token,
+            }
             response = await self._get(resource.path(namespace), params, aiohttp.ClientTimeout(total=timeout))
             with _errors(f"GET {resource.path(namespace)}"):
                 body = await response.json()
@@ -160,13 +164,13 @@ class KubeClient:
 
     async def watch(
         self, resource: Resource, namespace: str | None, *, resource_version: str, field_selector: str = "",
-        timeout_seconds: int, connect_timeout: float, read_timeout: float,
+        label_selector: str = "", timeout_seconds: int, connect_timeout: float, read_timeout: float,
     ) -> WatchStream:
         """Open a watch from `resource_version`, with bookmarks; the server ends it after `timeout_seconds`, and
         the client gives up on a connection silent for `read_timeout`."""
         params = {
             "watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(timeout_seconds), "fieldSelector": field_selector,
+            "timeoutSeconds": str(timeout_seconds), "fieldSelector": field_selector, "labelSelector": label_selector,
         }
         timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
         response = await self._get(resource.path(namespace), params, timeout)

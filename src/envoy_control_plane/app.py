@@ -82,7 +82,7 @@ class ControlPlane:
         check_port(self.config.xds.address, self.config.xds.port)
         runner, self.admin_port = await start_admin(
             make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses,
-                     serving=lambda: self.serving),
+                     serving=lambda: self.serving, debug_remote=self.config.admin.debug_remote),
             self.config.admin.address,
             self.config.admin.port,
         )

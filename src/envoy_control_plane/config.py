@@ -123,6 +123,9 @@ class XdsConfig(Endpoint):
 
 class AdminConfig(Endpoint):
     port: int = Field(default=18001, ge=1, le=65535)
+    # /debug/* shows every node's configuration and subscriptions: answered only to loopback clients (kubectl
+    # port-forward arrives there) unless this is true. /healthz, /readyz and /metrics answer everyone.
+    debug_remote: bool = False
 
 
 class ClusterConfig(_Strict):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,7 @@ class FakeKube:
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors])
         app.router.add_get("/fakekube/token", self._issue_token)
+        app.router.add_get("/fakekube/client-certificate", self._issue_certificate)
         # Discovery paths are asked for with and without a trailing slash (kubernetes_asyncio adds one).
         for path in ("/version", "/api", "/api/{version}", "/apis", "/apis/{group}", "/apis/{group}/{version}"):
             app.router.add_get(path, self._discovery)
@@ -234,8 +236,7 @@ class FakeKube:
                 code = self._failures.pop()
                 raise ApiError(code, f"injected failure ({len(self._failures)} more to come)")
             if not request.path.startswith("/fakekube/"):
-                if not self._client_certificate(request):
-                    self.auth.check(request.headers.get("Authorization"))
+                self.auth.check(request.headers.get("Authorization"), self._client_certificate(request))
                 self.throttle.check()
             return await handler(request)
         except ApiError as err:
@@ -245,10 +246,12 @@ class FakeKube:
         except web.HTTPMethodNotAllowed:
             return _status(ApiError(405, f"the server does not allow this method ({request.method})"))
 
-    def _client_certificate(self, request: web.Request) -> bool:
-        """Whether the request came with a client certificate of the server's CA (the TLS layer verified it)."""
+    def _client_certificate(self, request: web.Request) -> str | None:
+        """The CN of the request's client certificate, which the TLS layer verified against the server's CA."""
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-        return ssl_object is not None and ssl_object.getpeercert() is not None and bool(ssl_object.getpeercert())
+        peer = ssl_object.getpeercert() if ssl_object is not None else None
+        names = [value for rdn in (peer or {}).get("subject", ()) for key, value in rdn if key == "commonName"]
+        return names[0] if names else None
 
     async def _issue_token(self, request: web.Request) -> web.Response:
         """For the test credential plugin: a new token, the only one accepted from now on (see access.py)."""
@@ -257,6 +260,20 @@ class FakeKube:
         body: dict[str, Any] = {"token": token}
         if expires is not None:
             body["expirationTimestamp"] = rfc3339(expires)
+        return web.json_response(body)
+
+    async def _issue_certificate(self, request: web.Request) -> web.Response:
+        """For the test credential plugin: a new client certificate, the only one accepted from now on."""
+        if self.tls is None:
+            raise ApiError(404, "the fake serves client certificates only with tls=True")
+        lifetime = float(request.query["lifetime"]) if "lifetime" in request.query else None
+        self.auth.issued += 1
+        name = f"exec-{self.auth.issued}"
+        issued = self.tls.ca.issue(name, server=False)
+        self.auth.accept_certificate(name, lifetime)
+        body: dict[str, Any] = {"name": name, "cert": issued.cert.decode(), "key": issued.key.decode()}
+        if lifetime is not None:
+            body["expirationTimestamp"] = rfc3339(time.time() + lifetime)
         return web.json_response(body)
 
     async def _discovery(self, request: web.Request) -> web.Response:

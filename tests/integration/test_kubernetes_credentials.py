@@ -31,11 +31,12 @@ PLUGIN = Path(__file__).resolve().parents[1] / "fakekube" / "credential_plugin.p
 
 
 
-def exec_user(lifetime: float, runs: Path) -> dict:
-    """A kubeconfig user whose token comes from the test credential plugin, living `lifetime` seconds."""
+def exec_user(lifetime: float, runs: Path, kind: str = "token") -> dict:
+    """A kubeconfig user whose token (or client certificate) comes from the test credential plugin, living
+    `lifetime` seconds."""
     return {"exec": {
         "apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,
-        "args": ["-I", str(PLUGIN), str(lifetime), str(runs)], "provideClusterInfo": True, "interactiveMode": "Never",
+        "args": ["-I", str(PLUGIN), kind, str(lifetime), str(runs)], "provideClusterInfo": True, "interactiveMode": "Never",
     }}
 
 
@@ -81,6 +82,24 @@ async def test_expiring_exec_tokens_are_renewed_and_watches_resume(kube: FakeKub
         assert len(runs.read_text().split()) >= 3
         assert relists(source) == {"Pod": 1, "IngressListener": 1, "EgressListener": 1, "Secret": 1}  # resumed, never relisted
         await eventually(lambda: source.status.up and source.status.last_error is None, "healthy again")
+
+
+async def test_expiring_exec_client_certificates_are_renewed_and_the_client_reconnects(tmp_path: Path) -> None:
+    async with FakeKube(bookmark_interval=0.05, tls=True) as kube:
+        kube.auth.require()  # no token: only the client certificate the plugin got last, until it expires
+        runs = tmp_path / "runs"
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kc", user=exec_user(1, runs, kind="cert"))
+        async with running(kubeconfig) as (source, world):
+            await eventually(lambda: source.status.synced and source.status.up, "the first list")
+            for i in range(2):
+                issued = kube.auth.issued
+                await eventually(lambda: kube.auth.issued > issued or not kube.auth.accepts_any_certificate(),
+                                 "the certificate expires")
+                kube.upsert(pod(f"p{i}", f"10.0.0.{i + 1}"))
+                kube.drop_watches()
+                await eventually(lambda: f"10.0.0.{i + 1}" in world.endpoints("backend"), f"pod p{i} after renewal")
+            assert len(runs.read_text().split()) >= 3
+            assert relists(source) == {"Pod": 1, "IngressListener": 1, "EgressListener": 1}
 
 
 async def test_a_401_reruns_the_plugin_and_the_request_succeeds(kube: FakeKube, tmp_path: Path) -> None:

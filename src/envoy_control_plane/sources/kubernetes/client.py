@@ -142,9 +142,26 @@ class WatchStream:
 
 
 class KubeClient:
-    def __init__(self, api: k8s_client.ApiClient, credentials: Credentials | None = None) -> None:
-        self._api = api
+    def __init__(self, access: kubeconfig.ClusterAccess, credentials: Credentials) -> None:
+        self.access = access
         self.credentials = credentials
+        self._tls = self._client_tls()
+        self._api = _api_client(access, credentials, self._tls)
+
+    def _client_tls(self) -> tuple[bytes | None, bytes | None]:
+        """The client certificate and key to connect with: the exec plugin's, else the kubeconfig's."""
+        return self.credentials.exec_cert or (self.access.client_cert, self.access.client_key)
+
+    async def _current(self) -> k8s_client.ApiClient:
+        """The API client, rebuilt first when the exec plugin renewed the client certificate (open watches on the
+        old connections end, and resume from their resourceVersion)."""
+        if self.credentials.access.exec is not None:
+            await self.credentials.header()  # renews an expired certificate; a token is renewed per request anyway
+            if self._client_tls() != self._tls:
+                old, self._tls = self._api, self._client_tls()
+                self._api = _api_client(self.access, self.credentials, self._tls)
+                await old.close()
+        return self._api
 
     @property
     def server(self) -> str:
@@ -159,7 +176,8 @@ class KubeClient:
         for attempt in range(2):
             generation = credentials.generation if credentials else 0
             with _errors(what):
-                response = await self._api.call_api(
+                api = await self._current()
+                response = await api.call_api(
                     path, "GET", query_params=[(k, v) for k, v in params.items() if v],
                     header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
                     response_types_map={}, _preload_content=False, _request_timeout=timeout,
@@ -229,26 +247,33 @@ async def connect(path: Path | None, context: str | None) -> KubeClient:
         raise KubeError(f"cannot load credentials from {source}: {e}") from e
     credentials = Credentials(access, reload=None if path is None else lambda: kubeconfig.load(path, context))
     try:
-        header = await credentials.header()
+        await credentials.header()
     except CredentialsError as e:
         raise KubeError(f"cannot get credentials for {access.server} from {source}: {e}") from e
+    try:
+        return KubeClient(access, credentials)
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        raise KubeError(f"cannot use the TLS material from {source}: {type(e).__name__}: {e}") from e
+
+
+def _api_client(
+    access: kubeconfig.ClusterAccess, credentials: Credentials, client_tls: tuple[bytes | None, bytes | None]
+) -> k8s_client.ApiClient:
+    """A kubernetes_asyncio client whose requests carry the credentials' current Authorization header, with a TLS
+    context built from memory (no file is written: the root filesystem may be read-only)."""
     configuration = k8s_client.Configuration(host=access.server)
     configuration.verify_ssl = not access.insecure
     configuration.tls_server_name = access.tls_server_name
     configuration.proxy = access.proxy_url
-    if header is not None:
-        configuration.api_key["BearerToken"] = header
+    if credentials.obtained_header is not None:  # a user without a token (a client certificate) sends none
+        configuration.api_key["BearerToken"] = credentials.obtained_header
 
-        async def renew(config: k8s_client.Configuration) -> None:  # kubernetes_asyncio calls it before a request
+        async def authorize(config: k8s_client.Configuration) -> None:  # called before every request
             config.api_key["BearerToken"] = await credentials.header() or ""
 
-        configuration.refresh_api_key_hook = renew
-    cert, key = credentials.exec_cert or (access.client_cert, access.client_key)
-    try:
-        with memory_files(access.ca, cert, key) as (ca_file, cert_file, key_file):
-            configuration.ssl_ca_cert, configuration.cert_file, configuration.key_file = ca_file, cert_file, key_file
-            api = k8s_client.ApiClient(configuration)  # builds its SSL context from the files, now
-    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-        raise KubeError(f"cannot use the TLS material from {source}: {type(e).__name__}: {e}") from e
+        configuration.refresh_api_key_hook = authorize
+    with memory_files(access.ca, *client_tls) as (ca_file, cert_file, key_file):
+        configuration.ssl_ca_cert, configuration.cert_file, configuration.key_file = ca_file, cert_file, key_file
+        api = k8s_client.ApiClient(configuration)  # builds its SSL context from the files, now
     configuration.ssl_ca_cert = configuration.cert_file = configuration.key_file = None
-    return KubeClient(api, credentials)
+    return api

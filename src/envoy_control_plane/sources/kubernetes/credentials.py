@@ -1,6 +1,7 @@
 """The Authorization header for an API server, kept fresh as client-go keeps it.
 
-- An exec plugin is run when there is no token yet, when its `expirationTimestamp` has passed, and after a 401;
+- An exec plugin is run when there is no token (or client certificate) yet, when its `expirationTimestamp` has
+  passed, and after a 401; a new client certificate makes the client reconnect with it (client.py);
 - a token file (the pod's service account token, which kubelet rotates) is re-read every minute and after a 401;
 - a token written in the kubeconfig is read again from the kubeconfig file after a 401 (a mounted Secret that an
   outside job refreshes);
@@ -57,7 +58,12 @@ class Credentials:
         self._lock = asyncio.Lock()
         self.generation = 0  # counts the headers obtained; a 401 names the one it refused
         self.refreshes = 0  # plugin runs and token file reads after the first
-        self.exec_cert: tuple[bytes, bytes] | None = None  # a client certificate from the plugin's first answer
+        self.exec_cert: tuple[bytes, bytes] | None = None  # the client certificate and key the plugin gave last
+
+    @property
+    def obtained_header(self) -> str | None:
+        """The header obtained last, without renewing it."""
+        return self._header
 
     @property
     def refreshable(self) -> bool:
@@ -92,7 +98,7 @@ class Credentials:
                 if result.client_cert is None or result.client_key is None:
                     raise CredentialsError(f"exec plugin {quote(access.exec.command)}: no token and no certificate")
                 self.exec_cert = result.client_cert, result.client_key
-                self._header, self._expires = None, None
+                self._header, self._expires = None, result.expires
             else:
                 self._header, self._expires = f"Bearer {result.token}", result.expires
         elif access.token_file is not None:

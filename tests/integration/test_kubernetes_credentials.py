@@ -99,7 +99,7 @@ async def test_expiring_exec_client_certificates_are_renewed_and_the_client_reco
                 kube.drop_watches()
                 await eventually(lambda: f"10.0.0.{i + 1}" in world.endpoints("backend"), f"pod p{i} after renewal")
             assert len(runs.read_text().split()) >= 3
-            assert relists(source) == {"Pod": 1, "IngressListener": 1, "EgressListener": 1}
+            assert relists(source) == {"Pod": 1, "IngressListener": 1, "EgressListener": 1, "Secret": 1}
 
 
 async def test_a_401_reruns_the_plugin_and_the_request_succeeds(kube: FakeKube, tmp_path: Path) -> None:

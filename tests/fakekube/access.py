@@ -37,11 +37,15 @@ class Authenticator:
     def issue(self, lifetime: float | None = None) -> tuple[str, float | None]:
         self.issued += 1
         token = f"fake-{self.issued}-{secrets.token_hex(4)}"
+        expires = None if lifetime is None else time.time() + lifetime
+        self.accept(token, expires)
+        return token, expires
+
+    def accept(self, token: str, expires: float | None) -> None:
+        """Accept `token` until `expires` (time.time(); None: for good), and, with `current_only`, no other."""
         if self.current_only:
             self._tokens.clear()
-        expires = None if lifetime is None else time.time() + lifetime
         self._tokens[token] = expires
-        return token, expires
 
     def revoke_all(self) -> None:
         self._tokens.clear()

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import crds, openapi, resources
+from . import crds, openapi, resources, subresources
 from .patches import merge_patch
 from .access import Authenticator, Throttle, rfc3339
 from .paging import Pager
@@ -69,6 +69,7 @@ class FakeKube:
         self._unserved: set[ResourceType] = set()
         self._forbidden: set[ResourceType] = set()
         self._pager = Pager()
+        self.requests: list[tuple[str, str]] = []  # (method, path and query) of every request, in order
         self._watch_answer: str | None = None  # "expired" or "empty": how every watch is answered (see cues)
 
     @property
@@ -225,12 +226,14 @@ class FakeKube:
             app.router.add_route("*", prefix + "/{plural}/{name}", self._item)  # cluster-scoped
             app.router.add_route("*", prefix + "/namespaces/{ns}/{plural}", self._collection)
             app.router.add_route("*", prefix + "/namespaces/{ns}/{plural}/{name}", self._item)
+            app.router.add_route("*", prefix + "/namespaces/{ns}/{plural}/{name}/status", self._status_item)
         app.router.add_get("/openapi/v3", self._openapi)
         app.router.add_get("/openapi/v3/{gv:.+}", self._openapi)
         return app
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append((request.method, request.path_qs))
         try:
             if self._failures:
                 code = self._failures.pop()
@@ -297,7 +300,7 @@ class FakeKube:
         rtype, namespace = self._resource_type(request), request.match_info.get("ns")
         if request.method == "POST" and (namespace is not None or not rtype.namespaced):
             namespace = namespace or ""
-            obj = self._admit(request, rtype, await _body(request))
+            obj = self._admit(request, rtype, subresources.on_create(rtype, await _body(request)))
             return web.json_response(self.store.create(rtype, namespace, obj), status=201)
         if request.method != "GET":
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
@@ -320,7 +323,14 @@ class FakeKube:
             page = [{k: v for k, v in item.items() if k not in ("kind", "apiVersion")} for item in page]
         return {"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version, "metadata": meta, "items": page}
 
-    async def _item(self, request: web.Request) -> web.Response:
+    async def _status_item(self, request: web.Request) -> web.Response:
+        if not self._resource_type(request).status_subresource:
+            raise ApiError(404, "the server could not find the requested resource")
+        if request.method not in ("GET", "PUT", "PATCH"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "PATCH"])
+        return await self._item(request, subresources.STATUS)
+
+    async def _item(self, request: web.Request, subresource: str | None = None) -> web.Response:
         rtype, info = self._resource_type(request), request.match_info
         namespace, name = info.get("ns", ""), info["name"]
         if rtype.namespaced != bool(namespace):
@@ -328,7 +338,8 @@ class FakeKube:
         if request.method == "GET":
             return web.json_response(self.store.get(rtype, namespace, name))
         if request.method == "PUT":
-            obj = self._admit(request, rtype, await _body(request))
+            current = self.store.get(rtype, namespace, name)
+            obj = self._admit(request, rtype, subresources.scoped(rtype, subresource, current, await _body(request)))
             return web.json_response(self.store.replace(rtype, namespace, name, obj))
         if request.method == "PATCH":
             kind = _PATCH_TYPES.get(request.content_type)
@@ -336,11 +347,12 @@ class FakeKube:
                 raise ApiError(415, f"the body of the request was in an unknown format: {request.content_type}")
             body = await _body(request)
             exists = self.store.exists(rtype, namespace, name)
-            if kind != "apply" and not exists:
+            if (kind != "apply" or subresource) and not exists:
                 self.store.get(rtype, namespace, name)  # 404
             if exists:  # the object as the patch makes it, admitted, then written
-                patched = merge_patch(self.store.get(rtype, namespace, name), body, kind != "merge")
-                obj = self._admit(request, rtype, patched)
+                current = self.store.get(rtype, namespace, name)
+                patched = merge_patch(current, body, kind != "merge")
+                obj = self._admit(request, rtype, subresources.scoped(rtype, subresource, current, patched))
                 return web.json_response(self.store.replace(rtype, namespace, name, obj))
             obj = self._admit(request, rtype, merge_patch({"metadata": {"name": name}}, body))
             return web.json_response(self.store.create(rtype, namespace, obj))

@@ -15,7 +15,15 @@ from envoy_control_plane.sources.kubernetes.credentials import (
     parse_exec_credential,
     run_exec,
 )
-from envoy_control_plane.sources.kubernetes.kubeconfig import ClusterAccess, ExecConfig, KubeconfigError, in_cluster
+from envoy_control_plane.sources.kubernetes import oidc
+from envoy_control_plane.sources.kubernetes.kubeconfig import (
+    ClusterAccess,
+    ExecConfig,
+    KubeconfigError,
+    OidcConfig,
+    in_cluster,
+)
+from tests.fakekube.oidc_issuer import jwt
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -113,3 +121,21 @@ def test_an_exec_answer_with_its_expiry() -> None:
               "status": {"token": "t", "expirationTimestamp": "2030-01-02T03:04:05Z"}}
     result = parse_exec_credential(json.dumps(answer).encode(), ExecConfig("p", (), (), V1), "p")
     assert (result.token, result.expires) == ("t", 1893553445.0)
+
+
+def test_oidc_id_token_expiry_is_read_from_the_jwt() -> None:
+    assert oidc.expiry(jwt({"exp": 1893553445})) == 1893553445.0
+    assert oidc.expiry(jwt({"sub": "x"})) is None
+    with pytest.raises(oidc.OidcError, match="not a JWT"):
+        oidc.expiry("opaque")
+    with pytest.raises(oidc.OidcError, match="not base64url JSON"):
+        oidc.expiry("a.%%%.c")
+
+
+async def test_an_expired_oidc_id_token_without_a_refresh_token_is_a_credentials_error() -> None:
+    config = OidcConfig(issuer=None, client_id=None, id_token=jwt({"exp": 1000}))
+    credentials = Credentials(ClusterAccess("https://k", "test", oidc=config), clock=lambda: 999.0)
+    assert await credentials.header() == f"Bearer {config.id_token}"  # still valid at 999
+    credentials = Credentials(ClusterAccess("https://k", "test", oidc=config), clock=lambda: 1000.0)
+    with pytest.raises(CredentialsError, match="expired, and there is no refresh-token"):
+        await credentials.header()

@@ -111,7 +111,7 @@ class ControlPlane:
             self.keeper.prepare()
             self._restore(self.keeper.read())
         if self.manifests:
-            self.manifests.load()
+            await self.manifests.reload()
             self._tasks.append(asyncio.create_task(self.manifests.watch(), name="manifest-watch"))
         for cluster in self.clusters:
             self._tasks.append(asyncio.create_task(cluster.run(), name=f"cluster-{cluster.cluster.name}"))

@@ -59,9 +59,10 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DeltaDiscoveryResponse
 
 from .resource import Resource, content_hash
-from .stream import Stream
+from ..text import clip
+from .stream import MAX_NAMES, ProtocolError, Stream
 from .streams import TypeStatus
-from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, WILDCARD_TYPES, short
+from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, WILDCARD_TYPES, label, short
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +123,15 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
         state = self._state(type_url)
         subscribe = list(request.resource_names_subscribe)
         unsubscribe = list(request.resource_names_unsubscribe)
+        if len(request.initial_resource_versions) > MAX_NAMES:
+            raise ProtocolError(f"more than {MAX_NAMES} initial_resource_versions")
         log.debug(
-            "node %s %s: request nonce %r, subscribe %s, unsubscribe %s, initial versions %d%s",
-            self._info.node,
+            "node %s %s: request nonce %s, subscribe %s, unsubscribe %s, initial versions %d%s",
+            self._node,
             short(type_url),
-            request.response_nonce,
-            subscribe,
-            unsubscribe,
+            clip(request.response_nonce),
+            _names(subscribe),
+            _names(unsubscribe),
             len(request.initial_resource_versions),
             ", error" if request.HasField("error_detail") else "",
         )
@@ -136,7 +139,7 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
         if first:
             self._on_first(type_url, state, request, subscribe, unsubscribe)
         elif request.initial_resource_versions:
-            log.debug("node %s %s: initial_resource_versions ignored (not a first request)", self._info.node,
+            log.debug("node %s %s: initial_resource_versions ignored (not a first request)", self._node,
                       short(type_url))  # fmt: skip
         if request.response_nonce:
             flight = state.in_flight
@@ -147,9 +150,11 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
                 else:
                     self._on_ack(type_url, state, flight)
             else:
-                log.debug("node %s %s: stale nonce %s (subscription changes still apply)", self._info.node,
-                          short(type_url), request.response_nonce)  # fmt: skip
+                log.debug("node %s %s: stale nonce %s (subscription changes still apply)", self._node,
+                          short(type_url), clip(request.response_nonce))  # fmt: skip
         self._on_subscriptions(type_url, state, first, subscribe, unsubscribe)
+        if len(state.subscribed) > MAX_NAMES:
+            raise ProtocolError(f"more than {MAX_NAMES} names subscribed to {short(type_url)}")
 
     def _on_subscriptions(
         self, type_url: str, state: _TypeState, first: bool, subscribe: list[str], unsubscribe: list[str]
@@ -221,8 +226,8 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
         state.status.rejected_resources = {
             n: v for n, v in state.status.rejected_resources.items() if n not in flight.sent and n not in flight.removed
         }
-        self._metrics.acks.labels(short(type_url)).inc()
-        log.debug("node %s %s: ACK %s", self._info.node, short(type_url), flight.nonce)
+        self._metrics.acks.labels(label(type_url)).inc()
+        log.debug("node %s %s: ACK %s", self._node, short(type_url), flight.nonce)
 
     def _on_nack(
         self, type_url: str, state: _TypeState, flight: _InFlight, request: DeltaDiscoveryRequest
@@ -231,15 +236,15 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
             state.rejected[name] = resource.version
         for name in flight.removed:
             state.rejected[name] = None
-        self._count_nack(type_url, state.status, request.error_detail.message)
+        message = self._count_nack(type_url, state.status, request.error_detail.message)
         state.status.rejected_resources = {name: resource.version for name, resource in flight.sent.items()}
         log.warning(
             "node %s rejected %s nonce %s (%s; held back until they change): %s",
-            self._info.node,
+            self._node,
             short(type_url),
             flight.nonce,
             _describe(flight.sent, flight.removed),
-            request.error_detail.message,
+            message,
         )
 
     def _current(self, type_url: str) -> Mapping[str, Resource]:
@@ -324,11 +329,11 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
                     if endpoints.covers(eds_name):
                         endpoints.fresh.add(eds_name)  # Envoy finishes warming an updated EDS cluster only on EDS
         size = sum(len(r.body) for r in updates)
-        self._metrics.responses.labels(short(type_url)).inc()
-        self._metrics.response_bytes.labels(short(type_url)).inc(size)
+        self._metrics.responses.labels(label(type_url)).inc()
+        self._metrics.response_bytes.labels(label(type_url)).inc(size)
         log.info(
             "node %s: sent %s nonce %s: %s (%d bytes), version %s",
-            self._info.node,
+            self._node,
             short(type_url),
             nonce,
             _describe(state.in_flight.sent, removals),
@@ -351,10 +356,15 @@ def _version(versions: Mapping[str, str]) -> str:
     return content_hash(*sorted(f"{name}={version}" for name, version in versions.items()))
 
 
-def _describe(sent: Mapping[str, Resource], removed: Iterable[str], limit: int = 5) -> str:
+def _describe(sent: Mapping[str, Resource], removed: Iterable[str]) -> str:
     parts = []
-    for label, names in (("", sorted(sent)), ("removed ", sorted(removed))):
+    for what, names in (("", sorted(sent)), ("removed ", sorted(removed))):
         if names:
-            shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
-            parts.append(f"{label}{len(names)} [{shown}]")
+            parts.append(f"{what}{len(names)} {_names(names)}")
     return "; ".join(parts) or "empty"
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    """A few names, for a log line: each clipped and escaped (a client chooses them), and how many more."""
+    shown = ", ".join(clip(name, 100) for name in names[:limit])
+    return f"[{shown}" + (f" and {len(names) - limit} more]" if len(names) > limit else "]")

@@ -19,6 +19,7 @@ from envoy.service.discovery.v3.discovery_pb2 import (
 from google.protobuf.message import Message
 
 from ..metrics import Metrics
+from ..text import clip
 from .cache import SnapshotCache
 from .delta import DeltaStream
 from .sotw import SotwStream
@@ -80,7 +81,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         finally:
             self._metrics.connected_streams.labels(mode).dec()
             self._streams.close(info)
-            log.info("stream %d: node %s disconnected (%s)", info.id, info.node or "(unknown)", mode)
+            log.info("stream %d: node %s disconnected (%s)", info.id, clip(info.node) or "(unknown)", mode)
 
 
 def _slim_node(message_type: type[Message]) -> Callable[[bytes], Message]:

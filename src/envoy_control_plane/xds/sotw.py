@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 
 from .resource import Resource, version_of
-from .stream import Stream
+from ..text import clip
+from .stream import MAX_NAMES, ProtocolError, Stream
 from .streams import TypeStatus
-from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, WILDCARD_TYPES, short
+from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, WILDCARD_TYPES, label, short
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +56,26 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
         status = state.status
         if request.response_nonce:
             if request.response_nonce != status.nonce:
-                log.debug("node %s %s: stale nonce %s ignored", self._info.node, short(type_url), request.response_nonce)
+                log.debug("node %s %s: stale nonce %s ignored", self._node, short(type_url), clip(request.response_nonce))
                 return
             state.pending = False
             if request.HasField("error_detail"):
                 self._on_nack(type_url, state, request)
             else:
-                status.acked_version = request.version_info
+                status.acked_version = clip(request.version_info, 64)
                 state.acked = state.sent
                 status.acked_resources = {name: r.version for name, r in state.acked.items()}
                 status.rejected_resources = {}
-                self._metrics.acks.labels(short(type_url)).inc()
-                log.debug("node %s %s: ACK %s", self._info.node, short(type_url), request.version_info)
+                self._metrics.acks.labels(label(type_url)).inc()
+                log.debug("node %s %s: ACK %s", self._node, short(type_url), status.acked_version)
         elif not state.subscribed:
             # A new stream knows only what the client declares: if it already has our version, nothing is sent.
-            state.known_version = request.version_info
-            status.acked_version = request.version_info
+            state.known_version = status.acked_version = clip(request.version_info, 64)  # ours have 16 characters
             if self._snapshot is not None and request.version_info == self._snapshot.version(type_url):
                 state.acked = dict(self._snapshot.of_type(type_url))
                 status.acked_resources = {name: r.version for name, r in state.acked.items()}
+        if len(request.resource_names) > MAX_NAMES:
+            raise ProtocolError(f"more than {MAX_NAMES} resource names in one request")
         names = frozenset(request.resource_names)
         wildcard = type_url in WILDCARD_TYPES and (not names or "*" in names)
         if not wildcard and state.subscribed and names - status.names:
@@ -83,17 +85,17 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
 
     def _on_nack(self, type_url: str, state: _TypeState, request: DiscoveryRequest) -> None:
         status = state.status
-        self._count_nack(type_url, status, request.error_detail.message)
+        message = self._count_nack(type_url, status, request.error_detail.message)
         status.rejected_resources = {
             name: r.version for name, r in state.sent.items() if status.acked_resources.get(name) != r.version
         }
         log.warning(
             "node %s rejected %s version %s (keeps %s): %s",
-            self._info.node,
+            self._node,
             short(type_url),
             status.sent_version,
-            request.version_info or "nothing",
-            request.error_detail.message,
+            clip(request.version_info, 64) or "nothing",
+            message,
         )
 
     # ---- responses -----------------------------------------------------------------------------------------------
@@ -147,11 +149,11 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
         if type_url == CLUSTER:
             self._state(ENDPOINT).force = True  # envoy finishes warming an updated EDS cluster only on a new EDS
         size = sum(len(r.body) for r in resources)
-        self._metrics.responses.labels(short(type_url)).inc()
-        self._metrics.response_bytes.labels(short(type_url)).inc(size)
+        self._metrics.responses.labels(label(type_url)).inc()
+        self._metrics.response_bytes.labels(label(type_url)).inc(size)
         log.info(
             "node %s: sent %s version %s (%d resources, %d bytes)",
-            self._info.node,
+            self._node,
             short(type_url),
             version,
             len(resources),

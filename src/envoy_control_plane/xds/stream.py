@@ -1,6 +1,12 @@
 """What every ADS stream does, whichever protocol: one queue for the client's requests and the cache's news, the
 node taken from the first request, and the per-type status that /debug/nodes shows. The protocols (sotw.py,
-delta.py) say what a request means and what to send."""
+delta.py) say what a request means and what to send.
+
+Everything a client sends is bounded before it is kept, logged or used as a metric label: at most MAX_OTHER_TYPES
+unknown types and MAX_NAMES subscribed names per type on a stream and a node id of MAX_NODE_ID characters (more ends the stream
+with INVALID_ARGUMENT; no Envoy comes near); unknown type URLs count under the metric label `other`; node ids,
+names, nonces and NACK messages reach logs and /debug/nodes only clipped and escaped (text.clip).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,17 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 from ..metrics import Metrics
+from ..text import clip
 from .cache import Snapshot, SnapshotCache
 from .streams import StreamInfo, TypeStatus
-from .types import short
+from .types import SHORT_NAMES, label, short
 
 log = logging.getLogger(__name__)
+
+MAX_OTHER_TYPES = 16  # types on one stream besides those of types.py (we serve none of them; Envoy asks for none)
+MAX_NAMES = 100_000  # names subscribed (or declared) per type on one stream
+MAX_NODE_ID = 1024  # characters
+NACK_LIMIT = 1000  # characters of Envoy's error message that are logged and kept for /debug/nodes
 
 _WAKE = object()  # a new snapshot arrived
 _END = object()  # the client closed its side
@@ -79,7 +91,10 @@ class Stream(ABC, Generic[Request, Response, State]):
             self._connect(request)
         if not request.type_url:
             raise ProtocolError("an ADS request must carry type_url")
-        self._metrics.requests.labels(short(request.type_url)).inc()
+        if request.type_url not in self._types and request.type_url not in SHORT_NAMES:
+            if sum(t not in SHORT_NAMES for t in self._types) >= MAX_OTHER_TYPES:
+                raise ProtocolError(f"more than {MAX_OTHER_TYPES} unknown resource types on one stream")
+        self._metrics.requests.labels(label(request.type_url)).inc()
         self._on_request(request)
         return self.pending()
 
@@ -107,19 +122,28 @@ class Stream(ABC, Generic[Request, Response, State]):
         self._nonces += 1
         return str(self._nonces)
 
-    def _count_nack(self, type_url: str, status: TypeStatus, message: str) -> None:
+    @property
+    def _node(self) -> str:
+        """The node id as logs show it."""
+        return clip(self._info.node)
+
+    def _count_nack(self, type_url: str, status: TypeStatus, message: str) -> str:
+        """Count a NACK and keep its message (bounded); returns the message as logs show it."""
         status.nacks += 1
-        status.last_nack = message
-        self._metrics.nacks.labels(short(type_url)).inc()
+        status.last_nack = clip(message, NACK_LIMIT)
+        self._metrics.nacks.labels(label(type_url)).inc()
+        return status.last_nack
 
     def _connect(self, request: Request) -> None:
         """The node is only guaranteed on a stream's first request: take it from there, and watch its snapshots."""
         if not request.node.id:
             raise ProtocolError("the first request of a stream must carry node.id")
+        if len(request.node.id) > MAX_NODE_ID:
+            raise ProtocolError(f"node.id is longer than {MAX_NODE_ID} characters")
         self._info.node = request.node.id
         self._snapshot = self._cache.get(self._info.node)
         self._cancel_watch = self._cache.watch(self._info.node, self._on_snapshot)
-        log.info("stream %d: node %s connected (%s, %s)", self._info.id, self._info.node, self.mode, self._info.peer)
+        log.info("stream %d: node %s connected (%s, %s)", self._info.id, self._node, self.mode, self._info.peer)
 
     async def _read(self, requests: AsyncIterator[Request]) -> None:
         try:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..text import clip
 from .types import short
 
 
@@ -29,7 +30,7 @@ class TypeStatus:
     def to_json(self) -> dict[str, Any]:
         return {
             "wildcard": self.wildcard,
-            "subscribed": sorted(self.names),
+            "subscribed": [clip(name) for name in sorted(self.names)],
             "sent_version": self.sent_version,
             "acked_version": self.acked_version,
             "nonce": self.nonce,

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench image image-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.fanout
+
+# The container image (Containerfile), with buildah or docker. BASE=<image> picks another base; on a machine that
+# reaches no image registry, IMAGE_FLAGS=--debian-base builds the base from Debian's packages (needs buildah).
+image:
+	scripts/image.sh $(IMAGE_FLAGS)
+
+# buildah and mmdebstrap from Debian's packages (as root), for `make image` and the image test of `make test`.
+image-tools:
+	@command -v buildah >/dev/null && command -v mmdebstrap >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah mmdebstrap >/dev/null; }
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

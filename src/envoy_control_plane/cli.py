@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from . import bootstrap
+from . import __version__, bootstrap
 from .config import Config, ConfigError, build_config, load_config
 
 EXIT_USAGE = 2
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="envoy-control-plane", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the control plane")

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import platform
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from . import __version__
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self.build_info = Gauge("build_info", "Always 1; the labels say what runs", ["version", "python"], registry=r)
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self.connected_streams = Gauge("xds_connected_streams", "Open xDS streams", ["mode"], registry=r)
         self.streams_total = Counter("xds_streams", "xDS streams opened", ["mode"], registry=r)
         self.requests = Counter("xds_requests", "xDS requests received", ["type"], registry=r)

@@ -16,10 +16,14 @@ The rules (see XDS_PROTOCOL.md and Envoy's "Incremental xDS" protocol section), 
 - Subscription changes are honoured whatever the nonce: a stale nonce only means the request ACKs or NACKs nothing.
 - A request whose response_nonce is the type's response in flight is its ACK, or its NACK when error_detail is set.
   The client's versions are committed on ACK, not on send. A NACK is logged (node, type, nonce, Envoy's message),
-  counted in `metrics.nacks` and kept in the stream's TypeStatus for /debug/nodes; the versions it rejected (and
-  removals it rejected) are not sent again until the resource changes, so a bad resource cannot make a NACK loop.
-  The other resources of the rejected response are held back the same way: Envoy applies valid clusters and
-  listeners of a rejected CDS/LDS response, though it reports their old versions (a reconnect sends them again).
+  counted in `metrics.nacks` and kept in the stream's TypeStatus for /debug/nodes. Envoy applies the resources of
+  a delta response it can and rejects the others by name ("Error adding/updating listener(s) NAME: reason"): the
+  named ones are rejected (the client keeps what it had), the others are committed as applied. When the message
+  names none of them, what the client has of each is unknown. Either way a rejected (or unknown) resource is not
+  sent again until it changes, so a bad resource cannot make a NACK loop, and is sent on its next change whatever
+  that version is (back to one the client had before, too), so the client always converges.
+- No response is waited for longer than the stream's ack_timeout (stream.py): after that its resources count as
+  unknown to the client, like those of a NACK that names nothing, and the other types go ahead.
 - Every newly subscribed name is answered, even if we believe the client has it (the protocol requires it: the client
   may have dropped it): with the resource, or in `removed_resources` when we do not have it, so Envoy never waits out
   its initial fetch timeout for a name we do not know. Unsubscribing a name while a wildcard is active is answered
@@ -39,8 +43,13 @@ The rules (see XDS_PROTOCOL.md and Envoy's "Incremental xDS" protocol section), 
   ClusterLoadAssignment is sent again even if unchanged (Envoy finishes warming an updated cluster only on a new EDS
   response; tests/e2e/test_delta.py checks both against Envoy 1.40). Removals last: a cluster is not removed while a
   listener the client has (ACKed or in flight) routes to it, nor an endpoint assignment while a cluster the client has
-  uses it; when the client declared a listener (cluster) we cannot see into (a reconnect with an older version),
-  cluster (endpoint) removals wait until that one is replaced.
+  uses it; when the client declared a listener (cluster) we cannot see into (a reconnect with a version the cache
+  cannot recall), cluster (endpoint) removals wait until that one is replaced. On a reconnect Envoy re-sends CDS
+  before LDS: cluster (endpoint) removals wait until the client has requested listeners (clusters) and so declared
+  what it runs, for at most ack_timeout (a client may not use LDS).
+- Until the world is complete (SnapshotCache.complete: every source loaded once), names the client declared on its
+  first request are not removed: they may be missing only from a source that has not loaded. Additions and updates
+  flow; the removals follow once the cache says the world is complete.
 - Every resource's bytes are the shared `Resource.body`, wrapped per response, never re-serialised.
 - `system_version_info` (debugging only, per the protocol) is the version of the set the client has once it applies
   the response, computed like `Snapshot.version`: when the client has everything, it equals the snapshot's version
@@ -52,6 +61,7 @@ Not supported: aliases, resource locators (dynamic parameters), TTLs; none is us
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -67,6 +77,7 @@ from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, WILDCARD_TYPES, labe
 log = logging.getLogger(__name__)
 
 WILDCARD = "*"
+_UNKNOWN = ""  # the version of a resource the client may or may not have applied: any version we send differs
 # Removals of the key type wait while the client holds a resource of the value type that needs the removed name.
 _HOLDERS = {CLUSTER: LISTENER, ENDPOINT: CLUSTER}
 _UNSET = object()
@@ -96,6 +107,7 @@ class _TypeState:
     content: dict[str, Resource] = field(default_factory=dict)  # the Resource behind each known version we can see
     fresh: set[str] = field(default_factory=set)  # names to answer whatever the client has
     rejected: dict[str, str | None] = field(default_factory=dict)  # name -> version (None: removal) NACKed
+    declared: set[str] = field(default_factory=set)  # names of initial_resource_versions: not removed until complete
     answer: bool = False  # send a response even when empty
     in_flight: _InFlight | None = None
 
@@ -145,6 +157,7 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
             flight = state.in_flight
             if flight is not None and request.response_nonce == flight.nonce:
                 state.in_flight = None
+                self._answered(type_url)
                 if request.HasField("error_detail"):
                     self._on_nack(type_url, state, flight, request)
                 else:
@@ -201,26 +214,23 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
         unsubscribe: list[str],
     ) -> None:
         """The first request of a type: what the client declares it has, and the legacy wildcard."""
-        current = self._current(type_url)
         state.known = dict(request.initial_resource_versions)
-        for name, version in state.known.items():
-            resource = current.get(name)
-            if resource is not None and resource.version == version:
+        state.declared = set(state.known)
+        for name, version in state.known.items():  # what we can see into: now, or a snapshot of a moment ago
+            resource = self._cache.recall_resource(self._info.node, type_url, name, version)
+            if resource is not None:
                 state.content[name] = resource
+        if state.known:
+            self._reconnecting()
         if type_url in WILDCARD_TYPES and not subscribe and not unsubscribe:
             state.wildcard = True
             state.answer = not state.known
 
     def _on_ack(self, type_url: str, state: _TypeState, flight: _InFlight) -> None:
         for name, resource in flight.sent.items():
-            state.rejected.pop(name, None)
-            if state.covers(name):
-                state.known[name] = resource.version
-                state.content[name] = resource
+            self._applied(state, name, resource)
         for name in flight.removed:
-            state.rejected.pop(name, None)
-            state.known.pop(name, None)
-            state.content.pop(name, None)
+            self._applied(state, name, None)
         state.status.acked_version = _version(state.known)
         state.status.acked_resources = dict(state.known)
         state.status.rejected_resources = {
@@ -232,20 +242,66 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
     def _on_nack(
         self, type_url: str, state: _TypeState, flight: _InFlight, request: DeltaDiscoveryRequest
     ) -> None:
-        for name, resource in flight.sent.items():
-            state.rejected[name] = resource.version
-        for name in flight.removed:
-            state.rejected[name] = None
+        """Envoy applies the resources of a delta response it can and rejects the others, naming them in its message
+        ("Error adding/updating listener(s) NAME: reason, ..."). The named ones are rejected: the client keeps what
+        it had, and the rejected version is not sent again. The others were applied. When the message names none of
+        them, which were applied is unknown: each is held back like a rejected one, and sent again on its next change
+        (whatever that version is, even one the client had before)."""
         message = self._count_nack(type_url, state.status, request.error_detail.message)
-        state.status.rejected_resources = {name: resource.version for name, resource in flight.sent.items()}
+        named = _named_in(request.error_detail.message, [*flight.sent, *flight.removed])
+        for name, resource in flight.sent.items():
+            if named and name not in named:
+                self._applied(state, name, resource)
+            else:
+                self._rejected(state, name, resource.version, sure=bool(named))
+        for name in flight.removed:
+            if named and name not in named:
+                self._applied(state, name, None)
+            else:
+                self._rejected(state, name, None, sure=bool(named))
+        state.status.acked_resources = dict(state.known)
+        state.status.rejected_resources = {
+            name: resource.version for name, resource in flight.sent.items() if not named or name in named
+        }
         log.warning(
-            "node %s rejected %s nonce %s (%s; held back until they change): %s",
+            "node %s rejected %s nonce %s (%s; %s): %s",
             self._node,
             short(type_url),
             flight.nonce,
             _describe(flight.sent, flight.removed),
+            f"rejected {_names(sorted(named))}, the rest applied" if named else "held back until they change",
             message,
         )
+
+    def _applied(self, state: _TypeState, name: str, resource: Resource | None) -> None:
+        """The client has this resource now (None: it removed it)."""
+        state.rejected.pop(name, None)
+        if resource is None or not state.covers(name):
+            state.known.pop(name, None)
+            state.content.pop(name, None)
+        else:
+            state.known[name] = resource.version
+            state.content[name] = resource
+
+    def _rejected(self, state: _TypeState, name: str, version: str | None, sure: bool) -> None:
+        """Not sent again until it changes; when not `sure`, what the client has of it is unknown from now on."""
+        if not state.covers(name):
+            state.forget(name)  # unsubscribed meanwhile: no longer ours to follow
+            return
+        state.rejected[name] = version
+        if not sure:
+            state.known[name] = _UNKNOWN
+            state.content.pop(name, None)
+
+    def _give_up(self, type_url: str) -> None:
+        # Unanswered: whether the client applied it is unknown, as after a NACK that names nothing.
+        state = self._types[type_url]
+        flight, state.in_flight = state.in_flight, None
+        if flight is not None:
+            for name, resource in flight.sent.items():
+                self._rejected(state, name, resource.version, sure=False)
+            for name in flight.removed:
+                self._rejected(state, name, None, sure=False)
 
     def _current(self, type_url: str) -> Mapping[str, Resource]:
         return self._snapshot.of_type(type_url) if self._snapshot is not None else {}
@@ -287,6 +343,8 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
                 if want == state.known.get(name) or state.rejected.get(name, _UNSET) == want:
                     continue
                 if resource is None:
+                    if name in state.declared and not self._cache.complete:
+                        continue  # maybe only not loaded yet: the client keeps it until the world is complete
                     if needed is None:
                         needed = self._needed(type_url)
                     if name in needed:
@@ -299,9 +357,11 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
 
     def _needed(self, type_url: str) -> Container[str]:
         """Names of this type that a resource the client holds (or is being sent) needs: they are not removed yet."""
-        holder = self._types.get(_HOLDERS.get(type_url, ""))
-        if holder is None:
+        if type_url not in _HOLDERS:
             return frozenset()
+        holder = self._types.get(_HOLDERS[type_url])
+        if holder is None:  # on a reconnect, the client has not said yet what it runs of the holder type
+            return _EVERYTHING if self._types[type_url].declared and self._awaiting_holders() else frozenset()
         if any(n not in holder.content or holder.content[n].version != v for n, v in holder.known.items()):
             return _EVERYTHING  # the client has something we cannot see into: it may need anything
         holding: Iterable[Resource] = holder.content.values()
@@ -319,6 +379,7 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
         after.update((r.name, r.version) for r in updates)
         version = _version(after)
         state.in_flight = _InFlight(nonce, {r.name: r for r in updates}, tuple(removals))
+        self._awaiting(type_url)
         state.fresh.clear()
         state.answer = False
         state.status.nonce, state.status.sent_version = nonce, version
@@ -354,6 +415,12 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
 def _version(versions: Mapping[str, str]) -> str:
     """The version of what a client has, computed like `version_of` so that it equals the snapshot's when in sync."""
     return content_hash(*sorted(f"{name}={version}" for name, version in versions.items()))
+
+
+def _named_in(message: str, names: list[str], scan: int = 65_536) -> set[str]:
+    """The names Envoy's error message mentions, each as a word of its own ("NAME: reason" in Envoy's lists)."""
+    words = {w.strip("'\"`()[]{}").rstrip(":") for w in re.split(r"[\s,;]+", message[:scan])}
+    return {name for name in names if name in words}
 
 
 def _describe(sent: Mapping[str, Resource], removed: Iterable[str]) -> str:

@@ -23,7 +23,7 @@ from ..text import clip
 from .cache import SnapshotCache
 from .delta import DeltaStream
 from .sotw import SotwStream
-from .stream import ProtocolError
+from .stream import ACK_TIMEOUT, ProtocolError
 from .streams import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,13 @@ SERVER_OPTIONS = [
 
 
 class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    def __init__(self, cache: SnapshotCache, metrics: Metrics, streams: StreamRegistry) -> None:
+    def __init__(
+        self, cache: SnapshotCache, metrics: Metrics, streams: StreamRegistry, ack_timeout: float = ACK_TIMEOUT
+    ) -> None:
         self._cache = cache
         self._metrics = metrics
         self._streams = streams
+        self._ack_timeout = ack_timeout
 
     async def StreamAggregatedResources(  # noqa: N802 (the generated API's name)
         self, request_iterator: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext
@@ -71,8 +74,9 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._metrics.streams_total.labels(mode).inc()
         self._metrics.connected_streams.labels(mode).inc()
         try:
+            stream = protocol(self._cache, self._metrics, info, self._ack_timeout)
             # aclosing: the stream's watch on the cache ends with the RPC, not when the generator is collected.
-            async with contextlib.aclosing(protocol(self._cache, self._metrics, info).run(requests)) as run:
+            async with contextlib.aclosing(stream.run(requests)) as run:
                 async for response in run:
                     yield response
         except ProtocolError as e:
@@ -146,11 +150,16 @@ def check_port(address: str, port: int) -> None:
 
 
 async def start_xds_server(
-    address: str, port: int, cache: SnapshotCache, metrics: Metrics, streams: StreamRegistry
+    address: str,
+    port: int,
+    cache: SnapshotCache,
+    metrics: Metrics,
+    streams: StreamRegistry,
+    ack_timeout: float = ACK_TIMEOUT,
 ) -> tuple[grpc.aio.Server, int]:
     """Start serving ADS; returns the server and the port it bound (useful with port 0)."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    _add_ads(AdsService(cache, metrics, streams), server)
+    _add_ads(AdsService(cache, metrics, streams, ack_timeout), server)
     try:
         bound = server.add_insecure_port(f"{address}:{port}")
     except RuntimeError:  # gRPC says only "Failed to bind": find out why, for a message that helps

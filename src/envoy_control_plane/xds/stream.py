@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, Protocol, TypeVar
@@ -28,7 +29,9 @@ MAX_OTHER_TYPES = 16  # types on one stream besides those of types.py (we serve 
 MAX_NAMES = 100_000  # names subscribed (or declared) per type on one stream
 MAX_NODE_ID = 1024  # characters
 NACK_LIMIT = 1000  # characters of Envoy's error message that are logged and kept for /debug/nodes
+ACK_TIMEOUT = 10.0  # seconds a response may stay unanswered before the stream stops waiting for it (xds.ack_timeout_s)
 
+_HOLDERS = "(holders)"  # a deadline: until then, a reconnecting client's removals wait for what uses them
 _WAKE = object()  # a new snapshot arrived
 _END = object()  # the client closed its side
 
@@ -56,10 +59,15 @@ State = TypeVar("State", bound=_HasStatus)
 class Stream(ABC, Generic[Request, Response, State]):
     mode: str  # "sotw" or "delta", for logs
 
-    def __init__(self, cache: SnapshotCache, metrics: Metrics, info: StreamInfo) -> None:
+    def __init__(
+        self, cache: SnapshotCache, metrics: Metrics, info: StreamInfo, ack_timeout: float = ACK_TIMEOUT
+    ) -> None:
         self._cache = cache
         self._metrics = metrics
         self._info = info
+        self._ack_timeout = ack_timeout
+        self._deadlines: dict[str, float] = {}  # type -> when we stop waiting for the answer to its response
+        self._reconnected = False
         self._snapshot: Snapshot | None = None
         self._types: dict[str, State] = {}
         self._nonces = 0
@@ -71,7 +79,10 @@ class Stream(ABC, Generic[Request, Response, State]):
         reader = asyncio.create_task(self._read(requests))
         try:
             while True:
-                item = await self._queue.get()
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), self._until_deadline())
+                except TimeoutError:
+                    item = _WAKE  # a response went unanswered too long: pending() stops waiting for it
                 if item is _END:
                     break
                 if item is _WAKE:
@@ -100,7 +111,55 @@ class Stream(ABC, Generic[Request, Response, State]):
 
     def pending(self) -> list[Response]:
         """What may be sent now, given the latest snapshot and what the client has, in order (at most one per type)."""
+        self._expire()
         return list(self._responses()) if self._snapshot is not None else []
+
+    # ---- the bounded wait for answers ----------------------------------------------------------------------------
+
+    def _awaiting(self, type_url: str) -> None:
+        """A response of this type went out: its answer is waited for, but not forever."""
+        self._deadlines[type_url] = time.monotonic() + self._ack_timeout
+
+    def _answered(self, type_url: str) -> None:
+        """The type's response was ACKed or NACKed, or needs no answer any more."""
+        self._deadlines.pop(type_url, None)
+
+    def _until_deadline(self) -> float | None:
+        if not self._deadlines:
+            return None
+        return max(min(self._deadlines.values()) - time.monotonic(), 0)
+
+    def _expire(self) -> None:
+        """No type blocks the others for good: a response unanswered for `ack_timeout` seconds is given up on."""
+        now = time.monotonic()
+        for type_url in [t for t, deadline in self._deadlines.items() if deadline <= now]:
+            del self._deadlines[type_url]
+            if type_url == _HOLDERS:
+                log.debug("node %s: removals no longer wait for the types that would use them", self._node)
+                continue
+            log.warning(
+                "node %s: no answer to %s nonce %s in %gs; not waiting for it any longer",
+                self._node,
+                short(type_url),
+                self._info.types[type_url].nonce,
+                self._ack_timeout,
+            )
+            self._give_up(type_url)
+
+    def _reconnecting(self) -> None:
+        """The client declared config it runs. Its removals of one type wait until it has requested the type that
+        uses them (listeners for clusters, clusters for endpoints) and said what it has of it: Envoy re-sends all its
+        requests at once on a reconnect, but CDS first. They wait `ack_timeout` at most (a client may not use LDS)."""
+        if not self._reconnected:
+            self._reconnected = True
+            self._deadlines[_HOLDERS] = time.monotonic() + self._ack_timeout
+
+    def _awaiting_holders(self) -> bool:
+        return _HOLDERS in self._deadlines
+
+    @abstractmethod
+    def _give_up(self, type_url: str) -> None:
+        """Stop waiting for the answer to the type's response in flight (see `_expire`)."""
 
     @abstractmethod
     def _on_request(self, request: Request) -> None: ...

@@ -32,20 +32,27 @@ def make_app(
     metrics: Metrics,
     sources: Callable[[], Sequence[SourceStatus]],
     listeners: Callable[[], Sequence[ListenerStatus]] = list,
+    serving: Callable[[], bool] = lambda: True,
 ) -> web.Application:
+    """`serving()` says whether xDS is served yet: that is readiness (a source that has not loaded does not make a
+    serving control plane unready; /debug/sources and the source metrics show it)."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
         waiting = [s.name for s in sources() if not s.synced]
-        if waiting:
+        if not serving():
             return web.Response(status=503, text=f"waiting for sources: {', '.join(waiting)}\n")
+        if waiting:
+            return web.Response(text=f"ready; not loaded yet: {', '.join(waiting)}\n")
         return web.Response(text="ready\n")
 
     async def metrics_page(_: web.Request) -> web.Response:
         for status in sources():
             metrics.source_up.labels(status.name).set(int(status.up))
             metrics.source_stale.labels(status.name).set(int(status.stale))
+            metrics.source_synced.labels(status.name).set(int(status.synced))
             metrics.source_problems.labels(status.name).set(len(status.problems))
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -37,7 +37,11 @@ class ControlPlane:
         self.streams = StreamRegistry()
         addresses = Addresses(ingress=config.ingress_address, egress=config.egress_address)
         self.controller = Controller(self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000)
-        self.manifests = ManifestSource(config.manifests, self.world) if config.manifests else None
+        self.manifests = (
+            ManifestSource(config.manifests, self.world, delete_grace=config.manifest_delete_grace_s)
+            if config.manifests
+            else None
+        )
         self.clusters: list[KubernetesSource] = []
         if config.clusters:
             # kubernetes_asyncio is heavy to import: only when it is used
@@ -46,6 +50,7 @@ class ControlPlane:
             settings = watch_settings or WatchSettings()
             self.clusters = [KubernetesSource(c, self.world, settings) for c in config.clusters]
         self.xds_port = 0
+        self.serving = False  # xDS is served: what readiness means
         self.admin_port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
@@ -66,7 +71,8 @@ class ControlPlane:
         """
         check_port(self.config.xds.address, self.config.xds.port)
         runner, self.admin_port = await start_admin(
-            make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses),
+            make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses,
+                     serving=lambda: self.serving),
             self.config.admin.address,
             self.config.admin.port,
         )
@@ -89,9 +95,11 @@ class ControlPlane:
             self.cache,
             self.metrics,
             self.streams,
+            self.config.xds.tls,
             self.config.xds.ack_timeout_s,
         )
         self._stoppers.append(lambda: xds.stop(grace=1))
+        self.serving = True
 
     async def _initial_sync(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -116,6 +124,7 @@ class ControlPlane:
         log.info("every source has loaded: removals reach reconnected Envoys again")
 
     async def stop(self) -> None:
+        self.serving = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

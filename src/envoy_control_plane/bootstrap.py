@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class XdsClientTls:
+    """mTLS to the control plane: files as Envoy will see them (not read here: the bootstrap may be for another
+    machine). `server_name` is what the control plane's certificate must name; None means the xDS host."""
+
+    ca: str
+    cert: str
+    key: str
+    server_name: str | None = None
 
 
 def render(
@@ -13,6 +25,7 @@ def render(
     admin_port: int = 9901,
     delta: bool = False,
     node_cluster: str = "envoy-control-plane",
+    tls: XdsClientTls | None = None,
 ) -> dict[str, Any]:
     """The bootstrap as a dict (dump it as YAML or JSON); `envoy -c` accepts it as is."""
     ads = {"ads": {}, "resource_api_version": "V3"}
@@ -37,17 +50,13 @@ def render(
             "cds_config": ads,
             "lds_config": ads,
         },
-        "static_resources": {"clusters": [_xds_cluster(xds_host, xds_port)]},
+        "static_resources": {"clusters": [_xds_cluster(xds_host, xds_port, tls)]},
     }
 
 
-def _xds_cluster(host: str, port: int) -> dict[str, Any]:
-    try:
-        ipaddress.ip_address(host)
-        discovery = "STATIC"
-    except ValueError:
-        discovery = "STRICT_DNS"
-    return {
+def _xds_cluster(host: str, port: int, tls: XdsClientTls | None) -> dict[str, Any]:
+    discovery = "STATIC" if _is_ip(host) else "STRICT_DNS"
+    cluster = {
         "name": "xds_cluster",
         "type": discovery,
         "connect_timeout": "1s",
@@ -64,6 +73,39 @@ def _xds_cluster(host: str, port: int) -> dict[str, Any]:
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
         },
     }
+    if tls is not None:
+        cluster["transport_socket"] = _mtls(tls, tls.server_name or host)
+    return cluster
+
+
+def _mtls(tls: XdsClientTls, server_name: str) -> dict[str, Any]:
+    """Present the node's certificate; trust only `ca`, and only a certificate naming `server_name` (a DNS SAN, or
+    an IP SAN when it is an address), so another certificate from the same CA (a node's) cannot pose as the server."""
+    ip = _is_ip(server_name)
+    context: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "tls_certificates": [{"certificate_chain": {"filename": tls.cert}, "private_key": {"filename": tls.key}}],
+            "validation_context": {
+                "trusted_ca": {"filename": tls.ca},
+                "match_typed_subject_alt_names": [
+                    {"san_type": "IP_ADDRESS" if ip else "DNS", "matcher": {"exact": server_name}}
+                ],
+            },
+            "alpn_protocols": ["h2"],
+        },
+    }
+    if not ip:
+        context["sni"] = server_name  # SNI carries names only
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _socket(address: str, port: int) -> dict[str, Any]:

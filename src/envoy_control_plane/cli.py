@@ -42,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--admin-port", type=int, default=9901, help="Envoy's admin port, on 127.0.0.1")
     boot.add_argument("--delta", action="store_true", help="use incremental xDS (DELTA_GRPC)")
     boot.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    tls = boot.add_argument_group("mTLS to the control plane (all three, or none; paths as Envoy will see them)")
+    tls.add_argument("--xds-ca", metavar="FILE", help="CA that signed the control plane's certificate")
+    tls.add_argument("--xds-cert", metavar="FILE", help="this node's client certificate (names its node id)")
+    tls.add_argument("--xds-key", metavar="FILE", help="the client certificate's private key")
+    tls.add_argument(
+        "--xds-sni",
+        metavar="NAME",
+        help="the name the control plane's certificate must carry, also sent as SNI (default: the --xds host)",
+    )
     boot.set_defaults(func=_bootstrap)
 
     val = sub.add_parser("validate", help="check manifests and print every problem")
@@ -106,7 +115,14 @@ def _bootstrap(args: argparse.Namespace) -> int:
         return _fail(f"--xds: expected HOST:PORT, got {args.xds!r}")
     if not 1 <= args.admin_port <= 65535:
         return _fail(f"--admin-port: expected 1-65535, got {args.admin_port}")
-    doc = bootstrap.render(args.node_id, host.strip("[]"), int(port), args.admin_port, delta=args.delta)
+    files = {"--xds-ca": args.xds_ca, "--xds-cert": args.xds_cert, "--xds-key": args.xds_key}
+    if any(files.values()) and not all(files.values()):
+        missing = ", ".join(flag for flag, value in files.items() if not value)
+        return _fail(f"--xds-ca, --xds-cert and --xds-key come together: {missing} missing")
+    if args.xds_sni is not None and not any(files.values()):
+        return _fail("--xds-sni needs --xds-ca, --xds-cert and --xds-key")
+    tls = bootstrap.XdsClientTls(args.xds_ca, args.xds_cert, args.xds_key, args.xds_sni) if args.xds_ca else None
+    doc = bootstrap.render(args.node_id, host.strip("[]"), int(port), args.admin_port, delta=args.delta, tls=tls)
     print(json.dumps(doc, indent=2) if args.format == "json" else yaml.safe_dump(doc, sort_keys=False), end="")
     return 0
 

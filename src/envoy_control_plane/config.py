@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 MANIFEST_SOURCE = "manifests"  # the source name of manifest files; no Kubernetes cluster may take it
@@ -30,8 +33,68 @@ class Endpoint(_Strict):
     port: int = Field(ge=1, le=65535)
 
 
+class XdsTlsConfig(_Strict):
+    """TLS on the xDS port: the server's certificate and key; with client_ca, clients must present a certificate
+    from that CA, and a stream may only ask for a node id its certificate names (see xds/identity.py)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    @field_validator("cert", "client_ca")
+    @classmethod
+    def _certificates(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            _certificates_in(path)
+        return path
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, path: Path) -> Path:
+        _private_key_in(path)
+        return path
+
+    @model_validator(mode="after")
+    def _key_matches(self) -> XdsTlsConfig:
+        public = _private_key_in(self.key).public_key().public_bytes(*_SPKI)
+        if _certificates_in(self.cert)[0].public_key().public_bytes(*_SPKI) != public:
+            raise ValueError(f"key {self.key} does not match the certificate {self.cert}")
+        return self
+
+
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"file not found: {path}") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _certificates_in(path: Path) -> list[x509.Certificate]:
+    pem = _read(path)
+    try:
+        return x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise ValueError(f"{path}: not a PEM certificate") from None
+
+
+def _private_key_in(path: Path) -> Any:
+    pem = _read(path)
+    try:
+        return serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: the key is encrypted
+        raise ValueError(f"{path}: not an unencrypted PEM private key") from None
+
+
 class XdsConfig(Endpoint):
     port: int = Field(default=18000, ge=1, le=65535)
+    tls: XdsTlsConfig | None = None
+    # Serve SDS secrets (private keys) to clients that did not prove who they are: for demos and tests only.
+    insecure_secrets: bool = False
     # Hold a burst of source events this long before rebuilding snapshots, so a rollout is a few pushes, not many.
     debounce_ms: int = Field(default=20, ge=0, le=10_000)
     # Serve xDS only once every source has loaded, or after this long (a cluster that cannot be reached).
@@ -64,10 +127,21 @@ class Config(_Strict):
     xds: XdsConfig = XdsConfig()
     admin: AdminConfig = AdminConfig()
     manifests: list[Path] = []
+    # A manifest file that vanishes is deleted only once it stayed away this long (an editor's save, `git checkout`,
+    # rsync); a ConfigMap's atomic `..data` swap applies at once.
+    manifest_delete_grace_s: float = Field(default=1.0, ge=0, le=60)
     clusters: list[ClusterConfig] = []
+    # Where the last good objects are kept across restarts (state.json); None: nothing is written.
+    state_dir: Path | None = None
     # Where IngressListeners listen; the original used 0.0.0.0. Tests bind loopback.
     ingress_address: str = "0.0.0.0"
     egress_address: str = "127.0.0.1"
+
+    @property
+    def may_serve_secrets(self) -> bool:
+        """Whether SDS secrets may go out: only to clients bound to a node by their certificate, unless the
+        operator said otherwise; whoever reaches an open xDS port could otherwise read every private key."""
+        return (self.xds.tls is not None and self.xds.tls.client_ca is not None) or self.xds.insecure_secrets
 
     @field_validator("manifests")
     @classmethod
@@ -123,8 +197,14 @@ def build_config(raw: dict[str, Any], source: str = "config") -> Config:
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     raw = dict(raw)
+    if isinstance(raw.get("state_dir"), str):
+        raw["state_dir"] = _under(base, raw["state_dir"])
     if isinstance(raw.get("manifests"), list):
         raw["manifests"] = [_under(base, p) for p in raw["manifests"]]
+    xds = raw.get("xds")
+    if isinstance(xds, dict) and isinstance(xds.get("tls"), dict):
+        tls = {k: _under(base, v) if k in ("cert", "key", "client_ca") else v for k, v in xds["tls"].items()}
+        raw["xds"] = {**xds, "tls": tls}
     if isinstance(raw.get("clusters"), list):
         raw["clusters"] = [
             {**c, "kubeconfig": _under(base, c["kubeconfig"])} if isinstance(c, dict) and c.get("kubeconfig") else c

@@ -35,4 +35,8 @@ class Metrics:
         self.source_stale = Gauge(
             "source_stale", "1 while the source is down and its last known objects are kept", ["source"], registry=r
         )
+        self.source_synced = Gauge(
+            "source_synced", "1 once the source has loaded completely (listed every kind) at least once", ["source"],
+            registry=r,
+        )
         self.listener_conflicts = Gauge("listener_conflicts", "Listeners rejected for a port or name clash", registry=r)

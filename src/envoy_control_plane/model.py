@@ -8,10 +8,16 @@ EgressListeners (custom resources, exactly as the original project defined them)
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from .duration import parse_duration
 
 CLUSTER_NAME_ANNOTATION = "cluster-name.envoy.uw.io"
 INGRESS_GROUP = "ingresslistener.envoy.uw.systems"
@@ -74,8 +80,107 @@ class IngressSpec(_Spec):
     rbacallowcluster: str | None = None
 
 
+# ---- EgressListener health: active health checks and outlier detection (each optional, off when absent) ------------
+
+
+def _duration(low: str, high: str) -> Any:
+    """A Go-style duration string (`5s`, `500ms`) from `low` to `high`, in whole milliseconds (Envoy's resolution)."""
+    low_ns, high_ns = parse_duration(low), parse_duration(high)
+
+    def check(value: Any) -> timedelta:
+        try:
+            nanos = parse_duration(value)
+        except ValueError as e:
+            raise _error(str(e)) from None
+        if nanos < 0:
+            raise _error("must not be negative")
+        if not low_ns <= nanos <= high_ns:
+            raise _error(f"must be from {low} to {high}")
+        if nanos % 10**6:
+            raise _error("must be a whole number of milliseconds")
+        return timedelta(milliseconds=nanos // 10**6)
+
+    return Annotated[timedelta, BeforeValidator(check)]
+
+
+def _error(problem: str, kind: str = "value_error") -> PydanticCustomError:
+    """A validation error whose message is `problem` as it stands (no "Value error, " prefix, no formatting)."""
+    return PydanticCustomError(kind, "{problem}", {"problem": problem})
+
+
+def _count(high: int) -> Any:
+    return Annotated[int, Field(strict=True, ge=1, le=high)]
+
+
+Interval = _duration("1ms", "1h")
+HttpStatus = Annotated[int, Field(strict=True, ge=100, le=599)]
+
+
+def _list(value: Any) -> Any:
+    if not isinstance(value, list | tuple):
+        raise _error("must be a list")
+    return tuple(value)
+
+
+StatusList = Annotated[tuple[HttpStatus, ...], BeforeValidator(_list), Field(min_length=1, max_length=100)]
+# Header-safe text: visible ASCII, no spaces or control characters (Envoy would NACK or send a broken request).
+_PATH = re.compile(r"/[!-~]{0,1023}")
+_HOST = re.compile(r"[!-~]{1,255}")
+
+
+class _Health(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel)
+
+
+class HealthCheck(_Health):
+    """Active health checking: Envoy connects (tcp) or sends GET `path` (http) to every endpoint each `interval`."""
+
+    type: Literal["tcp", "http"]
+    interval: Interval = timedelta(seconds=5)
+    timeout: Interval = timedelta(seconds=1)
+    unhealthy_threshold: _count(100) = 3
+    healthy_threshold: _count(100) = 2
+    path: Annotated[str, Field(strict=True)] | None = Field(None, validate_default=True)  # required for http
+    host: Annotated[str, Field(strict=True)] | None = None  # http: the Host header; the targetcluster when absent
+    expected_statuses: StatusList | None = None  # http: [200] when absent
+
+    @field_validator("path", "host", "expected_statuses")
+    @classmethod
+    def _http_only(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("type")
+        if kind == "tcp" and value is not None:
+            raise _error("is only for type http")
+        if kind == "http" and info.field_name == "path":
+            if value is None:
+                raise _error("is required for type http", "missing")
+            if not _PATH.fullmatch(value):
+                raise _error("must start with / and be at most 1024 visible ASCII characters (no spaces)")
+        if info.field_name == "host" and value is not None and not _HOST.fullmatch(value):
+            raise _error("must be 1 to 255 visible ASCII characters (no spaces)")
+        return value
+
+
+class OutlierDetection(_Health):
+    """Passive health checking: an endpoint with `consecutive_errors` failed connections or 5xx in a row is ejected."""
+
+    consecutive_errors: _count(1000) = 5
+    interval: Interval = timedelta(seconds=10)
+    base_ejection_time: Interval = timedelta(seconds=30)
+    max_ejection_percent: Annotated[int, Field(strict=True, ge=0, le=100)] = 10
+
+
 class EgressSpec(_Spec):
     targetcluster: str = Field(min_length=1)
+    healthcheck: HealthCheck | None = None
+    outlierDetection: OutlierDetection | None = None  # noqa: N815 (the CRD's name)
+
+    @field_validator("healthcheck")
+    @classmethod
+    def _host_header(cls, check: HealthCheck | None, info: ValidationInfo) -> HealthCheck | None:
+        target = info.data.get("targetcluster")
+        if check and check.type == "http" and check.host is None and target and not _HOST.fullmatch(target):
+            raise _error("needs a host: spec.targetcluster (the default Host header) is no valid Host header")
+        return check
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ All are factories, so a test decides what to start and when:
 - `start_plane(**config)`: the control plane in this process (ports chosen by the kernel; keyword arguments override
   config keys), returning an InProcessPlane
 - `start_plane_process()`: the control plane as `envoy-control-plane run` (fixed ports, can be killed and restarted)
-- `start_envoy(node_id, xds_port, delta=False)`: a real Envoy (SotW or delta xDS), returned once it is LIVE (has its
-  initial config)
+- `start_envoy(node_id, xds_port, delta=False, tls=None)`: a real Envoy (SotW or delta xDS; mTLS to the control plane
+  with `tls`), returned once it is LIVE (has its initial config)
 - `backends({name: ip})`: TCP servers on one port across loopback IPs, each answering its name
 - (autouse) the control plane's log records in `caplog`, at E2E_LOG_LEVEL (default INFO); E2E_ENVOY_LOG sets
   Envoy's log level (default warning). Process logs are printed on teardown when a test failed.
@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from envoy_control_plane.app import ControlPlane
+from envoy_control_plane.bootstrap import XdsClientTls
 
 from .kube_fixtures import fake_clusters, start_kube_plane  # noqa: F401  (fixtures for the Kubernetes tests)
 from .harness import BackendGroup, Envoy, InProcessPlane, ManifestDir, PlaneProcess, loopback_config, start_backends
@@ -90,8 +91,10 @@ async def start_envoy(
     runs in reverse setup order): a control plane stopping under connected Envoys waits out its gRPC grace period."""
     envoys: list[Envoy] = []
 
-    async def start(node_id: str, xds_port: int, live: bool = True, delta: bool = False) -> Envoy:
-        envoy = Envoy(node_id, tmp_path, xds_port, delta=delta)
+    async def start(
+        node_id: str, xds_port: int, live: bool = True, delta: bool = False, tls: XdsClientTls | None = None
+    ) -> Envoy:
+        envoy = Envoy(node_id, tmp_path, xds_port, delta=delta, tls=tls)
         envoys.append(envoy)
         await envoy.start()
         if live:

@@ -40,6 +40,45 @@ def test_bootstrap_output_is_accepted_by_envoy_validate(tmp_path: Path, extra: l
     assert "OK" in check.stdout + check.stderr
 
 
+def test_bootstrap_with_xds_mtls_is_what_the_tls_tests_run_and_envoy_accepts_it(tmp_path: Path) -> None:
+    from envoy_control_plane import bootstrap
+
+    from .harness.certs import CA
+
+    ca = CA()
+    cert, key = ca.issue("node-a").write(tmp_path, "node")
+    ca_path = ca.write(tmp_path / "ca.crt")
+    files = ["--xds-ca", str(ca_path), "--xds-cert", str(cert), "--xds-key", str(key)]
+    result = cli("bootstrap", "--node-id", "node-a", "--xds", "xds.example:443", *files)
+    assert result.returncode == 0, result.stderr
+    doc = yaml.safe_load(result.stdout)
+    tls = bootstrap.XdsClientTls(str(ca_path), str(cert), str(key))
+    assert doc == bootstrap.render("node-a", "xds.example", 443, tls=tls)
+    context = doc["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+    assert context["sni"] == "xds.example"
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(result.stdout)
+    check = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), *ENVOY_FLAGS], capture_output=True, text=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--xds-ca", "ca.crt"], "--xds-ca, --xds-cert and --xds-key come together: --xds-cert, --xds-key missing"),
+        (["--xds-cert", "a", "--xds-key", "b"], "--xds-ca, --xds-cert and --xds-key come together: --xds-ca missing"),
+        (["--xds-sni", "xds.test"], "--xds-sni needs --xds-ca, --xds-cert and --xds-key"),
+    ],
+)
+def test_bootstrap_refuses_incomplete_xds_tls_flags(flags: list[str], message: str) -> None:
+    result = cli("bootstrap", "--node-id", "x", *flags)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"envoy-control-plane: error: {message}"]
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize(
     ("config", "fragments"),
     [

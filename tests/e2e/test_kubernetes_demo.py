@@ -236,6 +236,15 @@ def test_the_deployment_is_consistent_with_the_code() -> None:
     assert ports == {"xds": config.xds.port, "admin": config.admin.port}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    # Liveness waits for the start: xDS is served after the first loads or initial_sync_timeout_s, well within it.
+    startup = container["startupProbe"]
+    assert startup["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 3 * config.xds.initial_sync_timeout_s
+    # The root filesystem is read-only: /tmp is an emptyDir.
+    pod_spec = docs[("Deployment", "envoy-control-plane")]["spec"]["template"]["spec"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert "emptyDir" in {v["name"]: v for v in pod_spec["volumes"]}[mounts["/tmp"]]
     assert container["args"] == ["run", "--config", "/etc/envoy-control-plane/config.yaml"]
     assert docs[("Deployment", "envoy-control-plane")]["spec"]["template"]["spec"]["serviceAccountName"] == (
         docs[("ClusterRoleBinding", "envoy-control-plane")]["subjects"][0]["name"]

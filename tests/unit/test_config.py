@@ -46,3 +46,55 @@ def test_bad_config_is_one_clear_line(tmp_path, text, message):
     assert message in str(err.value)
     assert str(path) in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """xds.crt/xds.key (a matching pair), ca.crt, other.key (another key) and junk.pem, in one directory."""
+    from tests.e2e.harness.certs import CA
+
+    directory = tmp_path_factory.mktemp("tls")
+    ca = CA()
+    ca.write(directory / "ca.crt")
+    ca.issue("xds", dns=("xds.test",)).write(directory, "xds")
+    (directory / "other.key").write_bytes(ca.issue("other").key_pem)
+    (directory / "junk.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    return directory
+
+
+def test_xds_tls_paths_are_relative_to_the_file_and_secrets_need_client_certificates(tls_files):
+    path = tls_files / "c.yaml"
+    path.write_text("xds: {tls: {cert: xds.crt, key: xds.key}}\n")
+    config = load_config(path)
+    assert (config.xds.tls.cert, config.xds.tls.key) == (tls_files / "xds.crt", tls_files / "xds.key")
+    assert not config.may_serve_secrets
+    path.write_text("xds: {tls: {cert: xds.crt, key: xds.key, client_ca: ca.crt}}\n")
+    assert load_config(path).may_serve_secrets
+    path.write_text("xds: {insecure_secrets: true}\n")
+    assert load_config(path).may_serve_secrets
+    path.write_text("{}\n")
+    assert not load_config(path).may_serve_secrets
+
+
+@pytest.mark.parametrize(
+    ("tls", "message"),
+    [
+        ("{cert: xds.crt}", "xds.tls.key: Field required"),
+        ("{cert: nowhere.crt, key: xds.key}", "xds.tls.cert: file not found"),
+        ("{cert: junk.pem, key: xds.key}", "xds.tls.cert: " ),
+        ("{cert: xds.key, key: xds.key}", "not a PEM certificate"),
+        ("{cert: xds.crt, key: xds.crt}", "xds.tls.key: "),
+        ("{cert: xds.crt, key: other.key}", "xds.tls: key"),
+        ("{cert: xds.crt, key: xds.key, client_ca: junk.pem}", "xds.tls.client_ca: "),
+        ("{cert: xds.crt, key: xds.key, ca: ca.crt}", "xds.tls.ca: unknown key"),
+    ],
+    ids=["no-key", "missing-cert", "bad-pem", "key-as-cert", "cert-as-key", "key-mismatch", "bad-ca", "unknown-key"],
+)
+def test_bad_xds_tls_is_one_line_naming_the_key(tls_files, tls, message):
+    path = tls_files / "bad.yaml"
+    path.write_text(f"xds: {{tls: {tls}}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert message in text and "\n" not in text, text
+    assert "PRIVATE KEY" not in text and "BEGIN" not in text

@@ -18,10 +18,12 @@ from envoy.service.discovery.v3.discovery_pb2 import (
 )
 from google.protobuf.message import Message
 
+from ..config import XdsTlsConfig
 from ..metrics import Metrics
 from ..text import clip
 from .cache import SnapshotCache
 from .delta import DeltaStream
+from .identity import NodeNotPermitted, stream_authorizer
 from .sotw import SotwStream
 from .stream import ACK_TIMEOUT, ProtocolError
 from .streams import StreamRegistry
@@ -45,11 +47,18 @@ SERVER_OPTIONS = [
 
 class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def __init__(
-        self, cache: SnapshotCache, metrics: Metrics, streams: StreamRegistry, ack_timeout: float = ACK_TIMEOUT
+        self,
+        cache: SnapshotCache,
+        metrics: Metrics,
+        streams: StreamRegistry,
+        bind_nodes: bool = False,
+        ack_timeout: float = ACK_TIMEOUT,
     ) -> None:
+        """`bind_nodes`: a stream may only ask for a node id its client certificate names (xds.tls.client_ca)."""
         self._cache = cache
         self._metrics = metrics
         self._streams = streams
+        self._bind_nodes = bind_nodes
         self._ack_timeout = ack_timeout
 
     async def StreamAggregatedResources(  # noqa: N802 (the generated API's name)
@@ -73,12 +82,16 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         info = self._streams.open(mode, context.peer())
         self._metrics.streams_total.labels(mode).inc()
         self._metrics.connected_streams.labels(mode).inc()
+        authorize = stream_authorizer(context) if self._bind_nodes else None
         try:
-            stream = protocol(self._cache, self._metrics, info, self._ack_timeout)
+            stream = protocol(self._cache, self._metrics, info, authorize, self._ack_timeout)
             # aclosing: the stream's watch on the cache ends with the RPC, not when the generator is collected.
             async with contextlib.aclosing(stream.run(requests)) as run:
                 async for response in run:
                     yield response
+        except NodeNotPermitted as e:
+            log.warning("stream %d from %s refused: %s", info.id, info.peer, e)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except ProtocolError as e:
             log.warning("stream %d from %s: %s", info.id, info.peer, e)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
@@ -126,6 +139,14 @@ def _add_ads(service: AdsService, server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
 
 
+def server_credentials(tls: XdsTlsConfig) -> grpc.ServerCredentials:
+    """TLS for the xDS port; with a client CA, a client certificate from it is required."""
+    ca = tls.client_ca.read_bytes() if tls.client_ca else None
+    return grpc.ssl_server_credentials(
+        [(tls.key.read_bytes(), tls.cert.read_bytes())], root_certificates=ca, require_client_auth=ca is not None
+    )
+
+
 def check_port(address: str, port: int) -> None:
     """Raise OSError, with a message naming the port, if the xDS port cannot be bound now.
 
@@ -155,18 +176,22 @@ async def start_xds_server(
     cache: SnapshotCache,
     metrics: Metrics,
     streams: StreamRegistry,
+    tls: XdsTlsConfig | None = None,
     ack_timeout: float = ACK_TIMEOUT,
 ) -> tuple[grpc.aio.Server, int]:
     """Start serving ADS; returns the server and the port it bound (useful with port 0)."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    _add_ads(AdsService(cache, metrics, streams, ack_timeout), server)
+    bind_nodes = tls is not None and tls.client_ca is not None
+    _add_ads(AdsService(cache, metrics, streams, bind_nodes, ack_timeout), server)
+    target = f"{address}:{port}"
     try:
-        bound = server.add_insecure_port(f"{address}:{port}")
+        bound = server.add_secure_port(target, server_credentials(tls)) if tls else server.add_insecure_port(target)
     except RuntimeError:  # gRPC says only "Failed to bind": find out why, for a message that helps
         check_port(address, port)
         raise OSError(f"cannot listen for xDS on {address}:{port}") from None
     if bound == 0:
         raise OSError(f"cannot listen for xDS on {address}:{port}")
     await server.start()
-    log.info("xDS (ADS) listening on %s:%d", address, bound)
+    security = "plaintext" if tls is None else "TLS, client certificates required" if bind_nodes else "TLS"
+    log.info("xDS (ADS) listening on %s:%d (%s)", address, bound, security)
     return server, bound

@@ -20,6 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from ..metrics import Metrics
 from ..text import clip
 from .cache import Snapshot, SnapshotCache
+from .identity import NodeAuthorizer
 from .streams import StreamInfo, TypeStatus
 from .types import SHORT_NAMES, label, short
 
@@ -60,9 +61,17 @@ class Stream(ABC, Generic[Request, Response, State]):
     mode: str  # "sotw" or "delta", for logs
 
     def __init__(
-        self, cache: SnapshotCache, metrics: Metrics, info: StreamInfo, ack_timeout: float = ACK_TIMEOUT
+        self,
+        cache: SnapshotCache,
+        metrics: Metrics,
+        info: StreamInfo,
+        authorize: NodeAuthorizer | None = None,
+        ack_timeout: float = ACK_TIMEOUT,
     ) -> None:
+        """`authorize` checks the node id the stream asks for (raising NodeNotPermitted) before anything is served;
+        `ack_timeout` bounds the wait for the client's answer to a response (see `_expire`)."""
         self._cache = cache
+        self._authorize = authorize
         self._metrics = metrics
         self._info = info
         self._ack_timeout = ack_timeout
@@ -199,6 +208,8 @@ class Stream(ABC, Generic[Request, Response, State]):
             raise ProtocolError("the first request of a stream must carry node.id")
         if len(request.node.id) > MAX_NODE_ID:
             raise ProtocolError(f"node.id is longer than {MAX_NODE_ID} characters")
+        if self._authorize is not None:
+            self._authorize(request.node.id)
         self._info.node = request.node.id
         self._snapshot = self._cache.get(self._info.node)
         self._cancel_watch = self._cache.watch(self._info.node, self._on_snapshot)

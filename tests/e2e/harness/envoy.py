@@ -43,14 +43,22 @@ class Envoy:
     """One Envoy process for node `node_id`, pointed at the control plane's xDS port. Admin binds a port of its own
     choosing (port 0, read back through --admin-address-path), so no two Envoys race for one."""
 
-    def __init__(self, node_id: str, workdir: Path, xds_port: int, xds_host: str = "127.0.0.1", delta: bool = False):
+    def __init__(
+        self,
+        node_id: str,
+        workdir: Path,
+        xds_port: int,
+        xds_host: str = "127.0.0.1",
+        delta: bool = False,
+        tls: bootstrap.XdsClientTls | None = None,
+    ):
         self.node_id = node_id
         self.dir = workdir / f"envoy-{node_id}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.bootstrap_path = self.dir / "bootstrap.yaml"
         self.log_path = self.dir / "envoy.log"
         self.address_path = self.dir / "admin-address"
-        doc = bootstrap.render(node_id, xds_host, xds_port, admin_port=0, delta=delta)
+        doc = bootstrap.render(node_id, xds_host, xds_port, admin_port=0, delta=delta, tls=tls)
         self.bootstrap_path.write_text(yaml.safe_dump(doc, sort_keys=False))
         self.proc: subprocess.Popen[bytes] | None = None
         self.admin_url = ""
@@ -134,6 +142,19 @@ class Envoy:
                 sock = host["address"]["socket_address"]
                 hosts.append(f"{sock['address']}:{sock['port_value']}")
             result[cluster["name"]] = sorted(hosts)
+        return result
+
+    async def host_health(self, cluster: str) -> dict[str, set[str]]:
+        """One cluster's hosts ("ip:port") and the health flags Envoy holds against each, from /clusters?format=json:
+        `failed_active_health_check`, `failed_outlier_check`, `pending_active_hc`, ... (an empty set: healthy)."""
+        data = await http.get_json(self.admin_url + "/clusters?format=json")
+        result: dict[str, set[str]] = {}
+        for status in data.get("cluster_statuses", []):
+            if status["name"] == cluster:
+                for host in status.get("host_statuses", []):
+                    sock = host["address"]["socket_address"]
+                    flags = {k for k, v in host.get("health_status", {}).items() if v is True}
+                    result[f"{sock['address']}:{sock['port_value']}"] = flags
         return result
 
     async def listeners(self) -> dict[str, str]:

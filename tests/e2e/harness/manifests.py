@@ -80,3 +80,27 @@ class ManifestDir:
 
     def remove(self, filename: str) -> None:
         (self.path / filename).unlink()
+
+
+def configmap_update(directory: Path, version: str, files: dict[str, str]) -> None:
+    """Make `directory` hold exactly `files` the way the kubelet updates a ConfigMap volume: a new `..<version>`
+    directory, the `..data` symlink swapped to it in one rename, symlinks `name -> ..data/name` for new keys, the
+    removed keys' symlinks deleted, then the old version."""
+    directory.mkdir(parents=True, exist_ok=True)
+    data = directory / "..data"
+    old = os.readlink(data) if data.is_symlink() else None
+    (directory / version).mkdir()
+    for name, text in files.items():
+        (directory / version / name).write_text(text)
+    os.symlink(version, directory / "..data_tmp")
+    os.rename(directory / "..data_tmp", data)
+    for name in files:
+        if not (directory / name).is_symlink():
+            os.symlink(f"..data/{name}", directory / name)
+    for entry in os.listdir(directory):
+        if not entry.startswith(".") and entry not in files:
+            os.unlink(directory / entry)
+    if old:
+        for name in os.listdir(directory / old):
+            os.unlink(directory / old / name)
+        os.rmdir(directory / old)

@@ -2,6 +2,7 @@
 
 The protocol is client-first and one line each way: the client sends a line, the backend answers with its own name
 and closes. A refused, reset or closed connection is `None` to the client, so tests can say `assert reply is None`.
+A backend also answers an HTTP health check (`GET /healthz`) with its `health_status`, recording the Host header.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Backend:
     server: asyncio.Server
     hits: int = 0
     lines: list[str] = field(default_factory=list)
+    health_status: int = 200
+    health_hosts: list[str] = field(default_factory=list)
 
     async def close(self) -> None:
         self.server.close()
@@ -42,6 +45,9 @@ async def start_backend(name: str, host: str = "127.0.0.1", port: int = 0) -> Ba
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
+            if line.startswith(b"GET /healthz "):
+                await _answer_health_check(backend, reader, writer)
+                return
             backend.hits += 1
             backend.lines.append(line.decode(errors="replace").strip())
             writer.write(name.encode() + b"\n")
@@ -57,6 +63,16 @@ async def start_backend(name: str, host: str = "127.0.0.1", port: int = 0) -> Ba
     bound = server.sockets[0].getsockname()[1]
     backend = Backend(name, host, bound, server)
     return backend
+
+
+async def _answer_health_check(backend: Backend, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while (header := await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+        key, _, value = header.decode(errors="replace").partition(":")
+        if key.lower() == "host":
+            backend.health_hosts.append(value.strip())
+    status = backend.health_status
+    writer.write(f"HTTP/1.1 {status} Status\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode())
+    await writer.drain()
 
 
 @dataclass

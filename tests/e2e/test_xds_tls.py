@@ -1,0 +1,173 @@
+"""The xDS channel with mTLS (`xds.tls` with `client_ca`): real Envoys bootstrapped with `--xds-ca/--xds-cert/--xds-key`
+get their own configuration and nothing else; grpc clients show the refusals (PERMISSION_DENIED, handshake failures)
+on both state-of-the-world and delta streams.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
+
+from envoy_control_plane.bootstrap import XdsClientTls
+from envoy_control_plane.xds.types import LISTENER
+
+from .harness import ManifestDir, free_port, ingress, wait_until
+from .harness.certs import CA, Leaf
+
+pytestmark = pytest.mark.timeout(90)
+
+SPIFFE_NODE = "spiffe://cluster.local/ns/labs/sa/node-b"
+
+
+@dataclass
+class Pki:
+    dir: Path
+    ca: CA
+    ca_path: Path
+    server: Leaf
+    leaves: dict[str, Leaf]  # by the node each names (one from another CA: "foreign")
+
+    def client_tls(self, leaf: str, server_name: str | None = None) -> XdsClientTls:
+        cert, key = self.leaves[leaf].write(self.dir, leaf.replace("/", "_").replace(":", "_"))
+        return XdsClientTls(str(self.ca_path), str(cert), str(key), server_name)
+
+    def plane_tls(self, client_ca: bool = True) -> dict[str, str]:
+        cert, key = self.server.write(self.dir, "xds")
+        return {"cert": str(cert), "key": str(key), **({"client_ca": str(self.ca_path)} if client_ca else {})}
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("pki")
+    ca = CA("xds test CA")
+    leaves = {
+        "node-a": ca.issue("ignored-cn", dns=("node-a",)),
+        SPIFFE_NODE: ca.issue(uris=(SPIFFE_NODE,)),
+        "node-c": ca.issue("node-c"),  # no SANs: the CN names the node
+        "foreign": CA("another CA").issue(dns=("node-a",)),
+    }
+    server = ca.issue("control plane", dns=("xds.test",), ips=("127.0.0.1",))
+    return Pki(directory, ca, ca.write(directory / "ca.crt"), server, leaves)
+
+
+def listeners_for(manifests: ManifestDir, *nodes: str) -> dict[str, int]:
+    ports = {node: free_port() for node in nodes}
+    docs = [ingress(f"in-{i}", node, port, 1) for i, (node, port) in enumerate(ports.items())]
+    manifests.write("listeners.yaml", *docs)
+    return ports
+
+
+async def test_each_envoy_gets_the_config_its_certificate_names(manifests, start_plane, start_envoy, pki):
+    ports = listeners_for(manifests, "node-a", SPIFFE_NODE, "node-c")
+    plane = await start_plane(xds={"address": "127.0.0.1", "debounce_ms": 10, "tls": pki.plane_tls()})
+    # A DNS SAN (SotW), a URI SAN (delta), a CN-only certificate; the server is verified by its IP SAN, then by name.
+    envoys = {
+        "node-a": await start_envoy("node-a", plane.xds_port, tls=pki.client_tls("node-a")),
+        SPIFFE_NODE: await start_envoy(SPIFFE_NODE, plane.xds_port, delta=True, tls=pki.client_tls(SPIFFE_NODE)),
+        "node-c": await start_envoy("node-c", plane.xds_port, tls=pki.client_tls("node-c", "xds.test")),
+    }
+    for node, envoy in envoys.items():
+        assert list((await envoy.listeners()).values()) == [f"127.0.0.1:{ports[node]}"], node
+    assert sorted(await plane.admin.json("/debug/nodes")) == sorted(envoys)
+
+
+async def test_an_envoy_cannot_fetch_a_node_its_certificate_does_not_name(
+    manifests, start_plane, start_envoy, pki, caplog
+):
+    listeners_for(manifests, "node-a", "node-c")
+    plane = await start_plane(xds={"address": "127.0.0.1", "debounce_ms": 10, "tls": pki.plane_tls()})
+    envoy = await start_envoy("node-c", plane.xds_port, live=False, tls=pki.client_tls("node-a"))
+
+    def refused() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "refused" in r.getMessage() and r.levelno == logging.WARNING]
+
+    await wait_until(lambda: len(refused()) >= 2, what="two refused streams (Envoy retries)")
+    line = refused()[0]
+    assert "DNS:node-a" in line and "CN=ignored-cn" in line and "'node-c'" in line, line
+    assert await envoy.stat("control_plane.connected_state") == 0
+    assert await envoy.listeners() == {}
+    assert await plane.admin.json("/debug/nodes") == {}
+
+
+async def test_envoys_without_a_good_client_certificate_or_server_name_get_nothing(
+    manifests, start_plane, start_envoy, pki
+):
+    listeners_for(manifests, "node-a")
+    plane = await start_plane(xds={"address": "127.0.0.1", "debounce_ms": 10, "tls": pki.plane_tls()})
+    envoys = [
+        await start_envoy("node-a", plane.xds_port, live=False),  # plaintext
+        await start_envoy("node-a", plane.xds_port, live=False, tls=pki.client_tls("foreign")),
+        await start_envoy("node-a", plane.xds_port, live=False, tls=pki.client_tls("node-a", "elsewhere.test")),
+    ]
+
+    async def retried(envoy) -> bool:
+        return (await envoy.stat("cluster.xds_cluster.upstream_cx_total") or 0) >= 2
+
+    for envoy in envoys:
+        await wait_until(lambda envoy=envoy: retried(envoy), what=f"{envoy} retrying")
+        assert await envoy.stat("control_plane.connected_state") == 0
+        assert await envoy.listeners() == {}
+    # The one with a wrong server name refused the control plane's certificate itself (the others were refused by it).
+    assert await envoys[2].stat("cluster.xds_cluster.ssl.fail_verify_san") >= 1
+    assert await plane.admin.json("/debug/nodes") == {}
+
+
+# ---- grpc clients: the status codes -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def tls_plane(manifests, start_plane, pki):
+    listeners_for(manifests, "node-a", "node-c")
+    return await start_plane(xds={"address": "127.0.0.1", "debounce_ms": 10, "tls": pki.plane_tls()})
+
+
+async def first_response(port: int, pki: Pki, node: str, delta: bool, leaf: str | None) -> AsyncIterator:
+    """Open an ADS stream for `node` presenting `leaf` (None: no client certificate) and read one response."""
+    key, cert = (pki.leaves[leaf].key_pem, pki.leaves[leaf].cert_pem) if leaf else (None, None)
+    credentials = grpc.ssl_channel_credentials(pki.ca.pem, key, cert)
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        if delta:
+            call = stub.DeltaAggregatedResources()
+            request = DeltaDiscoveryRequest(type_url=LISTENER)
+        else:
+            call = stub.StreamAggregatedResources()
+            request = DiscoveryRequest(type_url=LISTENER)
+        request.node.id = node
+        await call.write(request)
+        try:
+            return await call.read()
+        finally:
+            call.cancel()
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_a_stream_may_ask_only_for_the_node_its_certificate_names(tls_plane, pki, delta):
+    mine = await first_response(tls_plane.xds_port, pki, "node-a", delta, "node-a")
+    assert len(mine.resources) == 1
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await first_response(tls_plane.xds_port, pki, "node-c", delta, "node-a")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "node-c" in refused.value.details()
+
+
+@pytest.mark.parametrize("leaf", [None, "foreign"], ids=["no-client-cert", "another-ca"])
+async def test_the_handshake_fails_without_a_certificate_from_the_client_ca(tls_plane, pki, leaf):
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await first_response(tls_plane.xds_port, pki, "node-a", False, leaf)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_without_client_ca_any_client_gets_any_node(manifests, start_plane, pki):
+    listeners_for(manifests, "node-a")
+    plane = await start_plane(xds={"address": "127.0.0.1", "tls": pki.plane_tls(client_ca=False)})
+    assert not plane.control_plane.config.may_serve_secrets
+    response = await first_response(plane.xds_port, pki, "node-a", False, None)
+    assert len(response.resources) == 1

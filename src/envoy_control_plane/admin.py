@@ -11,7 +11,9 @@ from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: F401
 from envoy.config.listener.v3 import listener_pb2  # noqa: F401
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import json_format
+from google.protobuf.any_pb2 import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .metrics import Metrics
@@ -19,9 +21,10 @@ from .sources.status import SourceStatus
 from .status.conditions import ListenerStatus
 from .text import clip
 from .xds.cache import SnapshotCache
+from .xds.resource import Resource
 from .xds.stream import MAX_NODE_ID
 from .xds.streams import StreamRegistry
-from .xds.types import short
+from .xds.types import SECRET, short
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ def make_app(
             metrics.source_up.labels(status.name).set(int(status.up))
             metrics.source_stale.labels(status.name).set(int(status.stale))
             metrics.source_synced.labels(status.name).set(int(status.synced))
-            metrics.source_problems.labels(status.name).set(len(status.problems))
+            metrics.source_problems.labels(status.name).set(len(status.all_problems()))
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def debug_nodes(_: web.Request) -> web.Response:
@@ -71,9 +74,7 @@ def make_app(
         body = {
             short(t): {
                 "version": snapshot.version(t),
-                "resources": [
-                    json_format.MessageToDict(resource.to_any()) for _, resource in sorted(snapshot.of_type(t).items())
-                ],
+                "resources": [_shown(resource) for _, resource in sorted(snapshot.of_type(t).items())],
             }
             for t in sorted(snapshot.resources)
         }
@@ -94,6 +95,22 @@ def make_app(
     app.router.add_get("/debug/sources", debug_sources)
     app.router.add_get("/debug/listeners", debug_listeners)
     return app
+
+
+REDACTED = "[redacted]"
+
+
+def _shown(resource: Resource) -> dict[str, object]:
+    """A resource as /debug/snapshot shows it: private keys of SDS secrets replaced by "[redacted]"."""
+    if resource.type_url != SECRET:
+        return json_format.MessageToDict(resource.to_any())
+    secret = secret_pb2.Secret.FromString(resource.body)
+    if secret.HasField("tls_certificate"):
+        secret.tls_certificate.private_key.Clear()
+        secret.tls_certificate.private_key.inline_string = REDACTED
+    shown = Any()
+    shown.Pack(secret)
+    return json_format.MessageToDict(shown)
 
 
 async def start_admin(app: web.Application, address: str, port: int) -> tuple[web.AppRunner, int]:

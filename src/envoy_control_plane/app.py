@@ -36,7 +36,10 @@ class ControlPlane:
         self.cache = SnapshotCache(complete=False)  # complete once every source has loaded: see start()
         self.streams = StreamRegistry()
         addresses = Addresses(ingress=config.ingress_address, egress=config.egress_address)
-        self.controller = Controller(self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000)
+        self.controller = Controller(
+            self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000, config.may_serve_secrets
+        )
+        self.controller.on_problems = self._publish_listener_problems
         self.manifests = (
             ManifestSource(config.manifests, self.world, delete_grace=config.manifest_delete_grace_s)
             if config.manifests
@@ -57,6 +60,13 @@ class ControlPlane:
 
     def sources(self) -> list[SourceStatus]:
         return ([self.manifests.status] if self.manifests else []) + [c.status for c in self.clusters]
+
+    def _publish_listener_problems(self) -> None:
+        by_source: dict[str, list[str]] = {}
+        for problem in self.controller.listener_problems():
+            by_source.setdefault(problem.source, []).append(problem.message)
+        for status in self.sources():
+            status.listener_problems = by_source.get(status.name, [])
 
     def listener_statuses(self) -> list[ListenerStatus]:
         return listener_statuses(self.world, self.sources(), self.cache, self.streams)

@@ -7,6 +7,7 @@ Two shapes load: the full mapping (`xds`, `admin`, `manifests`, `clusters`, ...)
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,15 @@ class Endpoint(_Strict):
     port: int = Field(ge=1, le=65535)
 
 
+@dataclass(frozen=True)
+class TlsMaterial:
+    """The PEM contents of xds.tls's files, read together and checked."""
+
+    cert: bytes
+    key: bytes
+    client_ca: bytes | None
+
+
 class XdsTlsConfig(_Strict):
     """TLS on the xDS port: the server's certificate and key; with client_ca, clients must present a certificate
     from that CA, and a stream may only ask for a node id its certificate names (see xds/identity.py)."""
@@ -45,21 +55,30 @@ class XdsTlsConfig(_Strict):
     @classmethod
     def _certificates(cls, path: Path | None) -> Path | None:
         if path is not None:
-            _certificates_in(path)
+            _certificates(_read(path), path)
         return path
 
     @field_validator("key")
     @classmethod
     def _key(cls, path: Path) -> Path:
-        _private_key_in(path)
+        _private_key(_read(path), path)
         return path
 
     @model_validator(mode="after")
     def _key_matches(self) -> XdsTlsConfig:
-        public = _private_key_in(self.key).public_key().public_bytes(*_SPKI)
-        if _certificates_in(self.cert)[0].public_key().public_bytes(*_SPKI) != public:
-            raise ValueError(f"key {self.key} does not match the certificate {self.cert}")
+        self.load()
         return self
+
+    def load(self) -> TlsMaterial:
+        """Read the files and check them together (each parses, the key is the certificate's); ValueError if not."""
+        cert, key = _read(self.cert), _read(self.key)
+        ca = _read(self.client_ca) if self.client_ca else None
+        leaf = _certificates(cert, self.cert)[0]
+        if ca is not None:
+            _certificates(ca, self.client_ca)
+        if _private_key(key, self.key).public_key().public_bytes(*_SPKI) != leaf.public_key().public_bytes(*_SPKI):
+            raise ValueError(f"key {self.key} does not match the certificate {self.cert}")
+        return TlsMaterial(cert, key, ca)
 
 
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -74,16 +93,14 @@ def _read(path: Path) -> bytes:
         raise ValueError(f"cannot read {path}: {e.strerror}") from None
 
 
-def _certificates_in(path: Path) -> list[x509.Certificate]:
-    pem = _read(path)
+def _certificates(pem: bytes, path: Path | None) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(pem)
     except ValueError:
         raise ValueError(f"{path}: not a PEM certificate") from None
 
 
-def _private_key_in(path: Path) -> Any:
-    pem = _read(path)
+def _private_key(pem: bytes, path: Path) -> Any:
     try:
         return serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: the key is encrypted

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from .metrics import Metrics
 from .state import World
-from .translate.node import Addresses, node_resources
+from .translate.node import Addresses, ListenerProblem, build_node
+from .translate.secrets import ServedSecrets
 from .xds.cache import Snapshot, SnapshotCache
 from .xds.types import short
 
@@ -17,16 +19,31 @@ log = logging.getLogger(__name__)
 
 class Controller:
     def __init__(
-        self, world: World, cache: SnapshotCache, metrics: Metrics, addresses: Addresses, debounce: float
+        self,
+        world: World,
+        cache: SnapshotCache,
+        metrics: Metrics,
+        addresses: Addresses,
+        debounce: float,
+        serve_secrets: bool = False,
     ) -> None:
+        """`serve_secrets`: whether listeners with tls (and so their Secrets) may be sent (Config.may_serve_secrets)."""
         self.world = world
         self.cache = cache
         self.metrics = metrics
         self.addresses = addresses
         self.debounce = debounce
+        self.serve_secrets = serve_secrets
+        self.secrets = ServedSecrets()
         self._changed = asyncio.Event()
         self._rejections: dict[str, tuple[str, ...]] = {}
+        self._problems: dict[str, tuple[ListenerProblem, ...]] = {}  # node -> its listeners' Secret problems
+        self.on_problems: Callable[[], None] | None = None  # told when listener_problems() changed
         world.on_change = self._changed.set
+
+    def listener_problems(self) -> list[ListenerProblem]:
+        """Listeners held back (or served with a Secret's last good version), over every node, by node."""
+        return [problem for node in sorted(self._problems) for problem in self._problems[node]]
 
     async def run(self) -> None:
         """Rebuild after each burst of changes: wait for a change, let the burst settle, rebuild what it touched."""
@@ -44,8 +61,12 @@ class Controller:
         if not nodes:
             return
         started = time.perf_counter()
+        problems_before = dict(self._problems)
         for node in sorted(nodes):
             self._rebuild_node(node)
+        self.secrets.forget_unused(self.world)
+        if self._problems != problems_before and self.on_problems is not None:
+            self.on_problems()
         self.metrics.snapshot_build.observe(time.perf_counter() - started)
         self.metrics.snapshot_nodes.inc(len(nodes))
         self.metrics.listener_conflicts.set(sum(len(r) for r in self._rejections.values()))
@@ -59,7 +80,9 @@ class Controller:
             self._rejections[node] = listeners.rejected
         else:
             self._rejections.pop(node, None)
-        snapshot = Snapshot.build(node_resources(self.world, node, self.addresses))
+        build = build_node(self.world, node, self.addresses, self.secrets, self.serve_secrets)
+        self._record_problems(node, tuple(build.problems))
+        snapshot = Snapshot.build(build.resources)
         changed = self.cache.set(node, snapshot)
         if changed:
             log.info(
@@ -67,3 +90,14 @@ class Controller:
                 node,
                 ", ".join(f"{short(t)} {snapshot.version(t)} ({len(snapshot.of_type(t))})" for t in sorted(changed)),
             )
+
+    def _record_problems(self, node: str, problems: tuple[ListenerProblem, ...]) -> None:
+        """Log each problem once, when it appears (a problem's message names the listener, its source and Secret)."""
+        before = {p.message for p in self._problems.get(node, ())}
+        for problem in problems:
+            if problem.message not in before:
+                log.log(logging.ERROR if problem.held_back else logging.WARNING, "listener %s", problem.message)
+        if problems:
+            self._problems[node] = problems
+        else:
+            self._problems.pop(node, None)

@@ -17,6 +17,9 @@ class Metrics:
         self.build_info.labels(__version__, platform.python_version()).set(1)
         self.connected_streams = Gauge("xds_connected_streams", "Open xDS streams", ["mode"], registry=r)
         self.streams_total = Counter("xds_streams", "xDS streams opened", ["mode"], registry=r)
+        self.streams_denied = Counter(
+            "xds_streams_denied", "xDS streams ended: the client certificate does not name the node asked", registry=r
+        )
         self.requests = Counter("xds_requests", "xDS requests received", ["type"], registry=r)
         self.responses = Counter("xds_responses", "xDS responses (pushes) sent", ["type"], registry=r)
         self.response_bytes = Counter("xds_response_bytes", "Bytes of xDS responses sent", ["type"], registry=r)

@@ -2,8 +2,9 @@
 
 Sources (Kubernetes clusters, manifest files) call `upsert`, `delete` and `replace`. The world keeps the objects, the
 endpoints of each Envoy cluster name (pod IPs merged across sources; one IP seen twice counts once), the listeners of
-each node, and the index "which nodes use which cluster name". Each change records the nodes it touches; the
-controller takes them with `take_dirty()` and rebuilds only those.
+each node, and the indexes "which nodes use which cluster name" and "which nodes use which Secret". A listener's
+Secrets are those of its own namespace and source. Each change records the nodes it touches; the controller takes
+them with `take_dirty()` and rebuilds only those.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .metrics import Metrics
-from .model import EgressListener, IngressListener, KubeObject, Listener, ObjectRef, Pod
+from .model import EgressListener, IngressListener, KubeObject, Listener, ObjectRef, Pod, Secret
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class NodeListeners:
 
     accepted: tuple[Listener, ...]
     rejected: tuple[Rejection, ...]
+    sources: tuple[str, ...] = ()  # the source of each accepted listener, in the same order
 
 
 def listener_name(listener: Listener) -> str:
@@ -54,7 +56,19 @@ def used_cluster(listener: Listener) -> str | None:
     """The Envoy cluster name (pod annotation value) whose endpoints shape this listener's config."""
     if isinstance(listener, EgressListener):
         return listener.spec.targetcluster
-    return listener.spec.rbacallowcluster
+    return listener.spec.allow_cluster
+
+
+def used_secrets(source: str, listener: Listener) -> frozenset[SourceRef]:
+    """The Secrets a listener's tls names: in its own namespace and source."""
+    tls = listener.spec.tls
+    if tls is None:
+        return frozenset()
+    return frozenset(secret_key(source, listener.ref.namespace, name) for name in {tls.secret, tls.ca_secret})
+
+
+def secret_key(source: str, namespace: str, name: str) -> SourceRef:
+    return source, ObjectRef("Secret", namespace, name)
 
 
 class World:
@@ -67,6 +81,7 @@ class World:
         self._endpoints: dict[str, dict[str, set[SourceRef]]] = defaultdict(lambda: defaultdict(set))
         self._node_listeners: dict[str, dict[SourceRef, Listener]] = defaultdict(dict)
         self._cluster_users: dict[str, set[str]] = defaultdict(set)  # cluster name -> nodes
+        self._secret_users: dict[SourceRef, set[str]] = defaultdict(set)  # Secret -> nodes whose listeners name it
         self._dirty_nodes: set[str] = set()
         self._dirty_clusters: set[str] = set()
         self._listeners_cache: dict[str, NodeListeners] = {}
@@ -129,6 +144,13 @@ class World:
     def objects(self) -> dict[SourceRef, KubeObject]:
         return dict(self._objects)
 
+    def secret(self, key: SourceRef) -> Secret | None:
+        obj = self._objects.get(key)
+        return obj if isinstance(obj, Secret) else None
+
+    def secret_in_use(self, key: SourceRef) -> bool:
+        return bool(self._secret_users.get(key))
+
     def listeners(self, node: str) -> NodeListeners:
         """The node's listeners; of two on one port (or one Envoy name), the older stays and the newer is rejected."""
         cached = self._listeners_cache.get(node)
@@ -160,11 +182,16 @@ class World:
                 if len(holders) == 1:
                     self._cluster_changed(obj.cluster_name)
             return
+        if isinstance(obj, Secret):
+            self._secret_changed(key)
+            return
         node = obj.spec.nodename
         self._node_listeners[node][key] = obj
         cluster = used_cluster(obj)
         if cluster:
             self._cluster_users[cluster].add(node)
+        for secret in used_secrets(key[0], obj):
+            self._secret_users[secret].add(node)
         self._node_changed(node)
 
     def _remove(self, key: SourceRef, obj: KubeObject | None) -> None:
@@ -182,16 +209,28 @@ class World:
                         del self._endpoints[obj.cluster_name]
                     self._cluster_changed(obj.cluster_name)
             return
+        if isinstance(obj, Secret):
+            self._secret_changed(key)
+            return
         node = obj.spec.nodename
         self._node_listeners[node].pop(key, None)
         if not self._node_listeners[node]:
             del self._node_listeners[node]
+        others = self._node_listeners.get(node, {})
         cluster = used_cluster(obj)
-        if cluster and not any(used_cluster(other) == cluster for other in self._node_listeners.get(node, {}).values()):
+        if cluster and not any(used_cluster(other) == cluster for other in others.values()):
             self._cluster_users[cluster].discard(node)
             if not self._cluster_users[cluster]:
                 del self._cluster_users[cluster]
+        still_named = {s for other_key, other in others.items() for s in used_secrets(other_key[0], other)}
+        for secret in used_secrets(key[0], obj) - still_named:
+            self._secret_users[secret].discard(node)
+            if not self._secret_users[secret]:
+                del self._secret_users[secret]
         self._node_changed(node)
+
+    def _secret_changed(self, key: SourceRef) -> None:
+        self._dirty_nodes.update(self._secret_users.get(key, ()))
 
     def _cluster_changed(self, cluster_name: str) -> None:
         self._dirty_clusters.add(cluster_name)
@@ -209,6 +248,7 @@ class World:
             key=lambda item: (item[1].created or "~", self._seen_order[item[0]]),
         )
         accepted: list[Listener] = []
+        sources: list[str] = []
         rejected: list[Rejection] = []
         by_port: dict[int, SourceRef] = {}
         by_name: dict[str, SourceRef] = {}
@@ -228,4 +268,5 @@ class World:
                 continue
             by_port[port], by_name[name] = key, key
             accepted.append(listener)
-        return NodeListeners(tuple(accepted), tuple(rejected))
+            sources.append(key[0])
+        return NodeListeners(tuple(accepted), tuple(rejected), tuple(sources))

@@ -5,7 +5,10 @@ on both state-of-the-world and delta streams.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
 from envoy_control_plane.bootstrap import XdsClientTls
+from cryptography import x509
+
 from envoy_control_plane.xds.types import LISTENER
 
 from .harness import ManifestDir, free_port, ingress, wait_until
@@ -38,8 +43,8 @@ class Pki:
         cert, key = self.leaves[leaf].write(self.dir, leaf.replace("/", "_").replace(":", "_"))
         return XdsClientTls(str(self.ca_path), str(cert), str(key), server_name)
 
-    def plane_tls(self, client_ca: bool = True) -> dict[str, str]:
-        cert, key = self.server.write(self.dir, "xds")
+    def plane_tls(self, client_ca: bool = True, directory: Path | None = None) -> dict[str, str]:
+        cert, key = self.server.write(directory or self.dir, "xds")
         return {"cert": str(cert), "key": str(key), **({"client_ca": str(self.ca_path)} if client_ca else {})}
 
 
@@ -156,6 +161,7 @@ async def test_a_stream_may_ask_only_for_the_node_its_certificate_names(tls_plan
         await first_response(tls_plane.xds_port, pki, "node-c", delta, "node-a")
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "node-c" in refused.value.details()
+    assert await tls_plane.admin.metric("xds_streams_denied_total") == 1
 
 
 @pytest.mark.parametrize("leaf", [None, "foreign"], ids=["no-client-cert", "another-ca"])
@@ -171,3 +177,52 @@ async def test_without_client_ca_any_client_gets_any_node(manifests, start_plane
     assert not plane.control_plane.config.may_serve_secrets
     response = await first_response(plane.xds_port, pki, "node-a", False, None)
     assert len(response.resources) == 1
+
+
+# ---- renewal of the control plane's certificate ---------------------------------------------------------------------
+
+
+async def served_certificate(port: int, pki: Pki) -> x509.Certificate:
+    """The certificate a fresh TLS handshake with the xDS port presents (node-a's certificate as the client's)."""
+    tls = pki.client_tls("node-a")
+    context = ssl.create_default_context(cadata=pki.ca.pem.decode())
+    context.load_cert_chain(tls.cert, tls.key)
+    context.set_alpn_protocols(["h2"])
+    _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=context), 5)
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    finally:
+        writer.close()
+    return x509.load_der_x509_certificate(der)
+
+
+def replace(path: Path, data: bytes) -> None:
+    """As a Secret volume or cert-manager does: the new file is renamed in, never half-written in place."""
+    staged = path.with_name(path.name + ".new")
+    staged.write_bytes(data)
+    os.replace(staged, path)
+
+
+async def test_a_renewed_server_certificate_serves_new_connections_and_open_streams_stay(
+    manifests, start_plane, start_envoy, pki, tmp_path, caplog
+):
+    listeners_for(manifests, "node-a", "node-c")
+    files = pki.plane_tls(directory=tmp_path / "xds-tls")
+    plane = await start_plane(xds={"address": "127.0.0.1", "debounce_ms": 10, "tls": files})
+    envoy = await start_envoy("node-a", plane.xds_port, tls=pki.client_tls("node-a"))
+    (stream,) = (await plane.admin.json("/debug/nodes"))["node-a"]["streams"]
+    first = x509.load_pem_x509_certificate(pki.server.cert_pem)
+    assert (await served_certificate(plane.xds_port, pki)).serial_number == first.serial_number
+
+    renewed = pki.ca.issue("control plane", dns=("xds.test",), ips=("127.0.0.1",))
+    replace(Path(files["cert"]), renewed.cert_pem)  # the key is not there yet: this pair does not load
+    assert (await served_certificate(plane.xds_port, pki)).serial_number == first.serial_number
+    assert any("do not load" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+    replace(Path(files["key"]), renewed.key_pem)
+    served = await served_certificate(plane.xds_port, pki)
+    assert served.serial_number == x509.load_pem_x509_certificate(renewed.cert_pem).serial_number
+    (still,) = (await plane.admin.json("/debug/nodes"))["node-a"]["streams"]
+    assert still["stream"] == stream["stream"]  # the open stream was not touched
+    assert await envoy.stat("control_plane.connected_state") == 1
+    await start_envoy("node-c", plane.xds_port, tls=pki.client_tls("node-c"))  # a new Envoy trusts the new one

@@ -31,8 +31,10 @@ def pod(name: str, cluster: str | None, ip: str | None, **kw: Any) -> Pod:
     return obj
 
 
-def ingress_doc(name: str, node: str, listen: int, target: int, allow: str | None = None, **meta: Any) -> dict:
-    spec: dict[str, Any] = {"nodename": node, "listenport": listen, "targetport": target}
+def ingress_doc(
+    name: str, node: str, listen: int, target: int, allow: str | None = None, spec_extra: dict | None = None, **meta: Any
+) -> dict:
+    spec: dict[str, Any] = {"nodename": node, "listenport": listen, "targetport": target, **(spec_extra or {})}
     if allow is not None:
         spec["rbacallowcluster"] = allow
     return {
@@ -43,12 +45,16 @@ def ingress_doc(name: str, node: str, listen: int, target: int, allow: str | Non
     }
 
 
-def egress_doc(name: str, node: str, listen: int, target: int, cluster: str, **meta: Any) -> dict:
+def egress_doc(
+    name: str, node: str, listen: int, target: int, cluster: str, spec_extra: dict | None = None, **meta: Any
+) -> dict:
     return {
         "apiVersion": "egresslistener.envoy.uw.systems/v1alpha1",
         "kind": "EgressListener",
         "metadata": {"name": name, "namespace": "default", **meta},
-        "spec": {"nodename": node, "listenport": listen, "targetport": target, "targetcluster": cluster},
+        "spec": {
+            "nodename": node, "listenport": listen, "targetport": target, "targetcluster": cluster, **(spec_extra or {})
+        },
     }
 
 

@@ -20,7 +20,7 @@ import watchfiles
 import yaml
 
 from ..config import MANIFEST_SOURCE
-from ..model import KubeObject, ObjectError, ObjectRef, parse_object
+from ..model import KubeObject, ObjectError, ObjectRef, Secret, parse_object
 from ..state import World
 from ..text import clip
 from . import file_changes
@@ -114,16 +114,35 @@ def validate(paths: Iterable[Path]) -> tuple[int, list[str]]:
         if not path.exists():
             problems.append(f"{path}: no such file or directory")
     seen: dict[ObjectRef, Path] = {}
+    objects: dict[ObjectRef, KubeObject] = {}
     for path in files:
         result = read_file(path)
         problems += result.errors
-        for ref in result.objects:
+        for ref, obj in result.objects.items():
             if ref in seen:
                 problems.append(f"{path}: {ref}: also defined in {seen[ref]}; the first definition is used")
             else:
                 seen[ref] = path
+                objects[ref] = obj
                 count += 1
+    problems += [f"{seen[ref]}: {problem}" for ref, problem in secret_problems(objects)]
     return count, problems
+
+
+def secret_problems(objects: dict[ObjectRef, KubeObject]) -> Iterator[tuple[ObjectRef, str]]:
+    """What is wrong with the Secrets the listeners among `objects` name, when those Secrets are among them too (a
+    Secret that is not may live in a Kubernetes cluster)."""
+    from ..translate.secrets import Use, use_problem  # the rule the control plane applies
+
+    for ref, obj in objects.items():
+        tls = getattr(getattr(obj, "spec", None), "tls", None)
+        if tls is None:
+            continue
+        for field_name, name, use in (("tls.secret", tls.secret, Use.CERTIFICATE), ("tls.validation", tls.ca_secret, Use.CA)):
+            secret = objects.get(ObjectRef("Secret", ref.namespace, name))
+            problem = use_problem(secret, use) if isinstance(secret, Secret) else None
+            if problem:
+                yield ref, f"{ref}: spec.{field_name}: Secret {ref.namespace}/{name}: {problem}"
 
 
 @dataclass

@@ -59,6 +59,8 @@ class SourceStatus:
     last_error: str | None = None
     last_change: float | None = None
     problems: list[str] = field(default_factory=list)  # invalid objects, each naming the object and field
+    # this source's listeners held back or degraded by their Secrets (set by the control plane after each rebuild)
+    listener_problems: list[str] = field(default_factory=list)
     invalid: dict[ObjectRef, InvalidObject] = field(default_factory=dict)  # the invalid listeners, by object
     detail: dict[str, Any] = field(default_factory=dict)  # source-specific facts (resourceVersions, paths)
 
@@ -71,9 +73,12 @@ class SourceStatus:
             "stale": self.stale,
             "last_error": self.last_error,
             "last_change": self.last_change,
-            "problems": list(self.problems),
+            "problems": self.all_problems(),
             **self.detail,
         }
+
+    def all_problems(self) -> list[str]:
+        return [*self.problems, *self.listener_problems]
 
     def touch(self) -> None:
         self.last_change = time.time()

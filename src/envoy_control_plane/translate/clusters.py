@@ -1,11 +1,16 @@
-"""CDS: the local cluster behind each IngressListener and the EDS cluster behind each EgressListener."""
+"""CDS: the local cluster behind each IngressListener and the EDS cluster behind each EgressListener.
+
+An egress with `tls` presents its certificate to the upstream and validates it (tls.py); a `layer: http` listener's
+cluster speaks whatever HTTP version the downstream spoke, so gRPC stays HTTP/2 end to end.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import health_check_pb2
+from envoy.config.core.v3 import health_check_pb2, protocol_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import percent_pb2, range_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.wrappers_pb2 import BoolValue, UInt32Value
@@ -14,8 +19,11 @@ from ..model import EgressListener, EgressSpec, HealthCheck, IngressListener, Ou
 from ..state import listener_name
 from ..xds.resource import Resource
 from ..xds.types import CLUSTER
-from .common import ads_config_source, listener_key, memo_latest
+from .common import ads_config_source, listener_key, memo_latest, pack
 from .endpoints import assignment, service_name
+from .tls import TlsNames, upstream_tls
+
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 CONNECT_TIMEOUT = Duration(seconds=1)
 LOCAL_ADDRESS = "127.0.0.1"
@@ -35,12 +43,14 @@ def ingress_cluster(listener: IngressListener) -> Resource:
         connect_timeout=CONNECT_TIMEOUT,
         load_assignment=assignment(name, (LOCAL_ADDRESS,), listener.spec.targetport),
     )
+    _set_layer(message, listener.spec.layer)
     return Resource.of(CLUSTER, name, message)
 
 
 @memo_latest(key=listener_key)
-def egress_cluster(listener: EgressListener) -> Resource:
-    """An EDS cluster whose endpoints (the targetcluster pods on targetport) arrive over ADS."""
+def egress_cluster(listener: EgressListener, tls: TlsNames | None = None) -> Resource:
+    """An EDS cluster whose endpoints (the targetcluster pods on targetport) arrive over ADS; `tls` names the SDS
+    secrets of the listener's `tls` (None: plaintext)."""
     name = cluster_name_for(listener)
     eds_name = service_name(listener.spec.targetcluster, listener.spec.targetport)
     message = cluster_pb2.Cluster(
@@ -53,9 +63,23 @@ def egress_cluster(listener: EgressListener) -> Resource:
             service_name=eds_name,
         ),
     )
+    if tls is not None:
+        message.transport_socket.CopyFrom(upstream_tls(tls.certificate, tls.ca, listener.spec.tls and listener.spec.tls.sni))
+    _set_layer(message, listener.spec.layer)
     add_health(message, listener.spec)
-    return Resource.of(CLUSTER, name, message, refs=[eds_name])
+    return Resource.of(CLUSTER, name, message, refs=[eds_name, *(tls.names() if tls else ())])
 
+
+def _set_layer(message: cluster_pb2.Cluster, layer: str) -> None:
+    """HTTP listeners: the upstream connection uses the downstream request's protocol (HTTP/1.1 or HTTP/2)."""
+    if layer == "http":
+        options = http_protocol_options_pb2.HttpProtocolOptions(
+            use_downstream_protocol_config=http_protocol_options_pb2.HttpProtocolOptions.UseDownstreamHttpConfig(
+                http_protocol_options=protocol_pb2.Http1ProtocolOptions(),
+                http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
+            )
+        )
+        message.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(pack(options))
 
 # ---- health: active health checks and outlier detection (EgressListener spec.healthcheck, spec.outlierDetection) ---
 

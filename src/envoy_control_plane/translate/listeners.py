@@ -1,12 +1,27 @@
-"""LDS: a TCP proxy per listener; IngressListeners also get a network RBAC filter admitting their allowed pods."""
+"""LDS: one listener per IngressListener and EgressListener.
+
+`layer: tcp` (the default) is a TCP proxy; `layer: http` an HTTP connection manager (HTTP/1.1 and HTTP/2, detected)
+with one route to the listener's cluster. An IngressListener admits peers by source IP (the pods of its allowed
+cluster: a filter chain match and an RBAC filter) and/or by peer certificate SAN (RBAC principals); on an HTTP
+listener the RBAC filter is the HTTP one, with the same rules. `tls` puts a TLS context on the filter chain that
+requires a client certificate (see tls.py).
+"""
 
 from __future__ import annotations
 
-from envoy.config.core.v3 import address_pb2
+from envoy.config.core.v3 import address_pb2, extension_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.rbac.principals.mtls_authenticated.v3 import mtls_authenticated_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.wrappers_pb2 import UInt32Value
 
 from ..model import EgressListener, IngressListener
@@ -15,45 +30,71 @@ from ..xds.resource import Resource
 from ..xds.types import LISTENER
 from .clusters import cluster_name_for
 from .common import host_cidr, listener_key, memo_latest, pack, socket_address
+from .tls import TlsNames, downstream_tls
 
 RBAC_STAT_PREFIX = "rbac_ingress"
 TCP_STAT_PREFIX = "tcp"
+HTTP_STAT_PREFIX = "http"
 RBAC_POLICY = "allow_cluster"
 NO_SOURCE = ("0.0.0.0", "::")
+MTLS_PRINCIPAL = "envoy.rbac.principals.mtls_authenticated"
 
 
 @memo_latest(key=listener_key)
-def ingress_listener(listener: IngressListener, address: str, allowed_ips: tuple[str, ...] | None) -> Resource:
-    """`allowed_ips` None: no rbacallowcluster, everyone is admitted. Empty: the cluster has no pods, nobody is."""
+def ingress_listener(
+    listener: IngressListener, address: str, allowed_ips: tuple[str, ...] | None, tls: TlsNames | None = None
+) -> Resource:
+    """`allowed_ips` None: no allowed cluster, any source IP is admitted. Empty: the cluster has no pods, nobody is.
+    `tls` names the SDS secrets of the listener's `tls` (None: plaintext)."""
+    spec = listener.spec
     cluster = cluster_name_for(listener)
-    if allowed_ips is None:
-        chain = listener_components_pb2.FilterChain(filters=[_tcp_proxy(cluster)])
+    chain: dict[str, object] = {}
+    rules: rbac_pb2.RBAC | None = None
+    network_rbac: listener_components_pb2.Filter | None = None
+    if allowed_ips is not None:
+        chain["filter_chain_match"], rules, network_rbac = _admission(spec.allow_cluster or "", allowed_ips)
+    if spec.allow_sans is not None:
+        rules = _rules(allowed_ips, spec.allow_sans)
+        network_rbac = _network_rbac(rules)
+    if spec.layer == "http":
+        chain["filters"] = [_http_manager(listener_name(listener), cluster, rules)]
     else:
-        match, rbac = _admission(listener.spec.rbacallowcluster or "", allowed_ips)
-        chain = listener_components_pb2.FilterChain(filter_chain_match=match, filters=[rbac, _tcp_proxy(cluster)])
-    return _listener(listener_name(listener), address, listener.spec.listenport, chain, cluster)
+        chain["filters"] = [*([network_rbac] if network_rbac else []), _tcp_proxy(cluster)]
+    if tls is not None:
+        chain["transport_socket"] = downstream_tls(tls.certificate, tls.ca, http=spec.layer == "http")
+    filter_chain = listener_components_pb2.FilterChain(**chain)  # type: ignore[arg-type]
+    refs = [cluster, *(tls.names() if tls else ())]
+    return _listener(listener_name(listener), address, spec.listenport, filter_chain, refs)
 
 
 @memo_latest(key=lambda allow_cluster, _ips: allow_cluster)
 def _admission(
     allow_cluster: str, allowed_ips: tuple[str, ...]
-) -> tuple[listener_components_pb2.FilterChainMatch, listener_components_pb2.Filter]:
-    """The source match and the RBAC filter depend only on the allowed IPs: built once per rbacallowcluster's pod set
-    and shared by every listener that admits it (protobuf copies them into each listener). Building them per listener
-    was most of a rollout's rebuild."""
-    return _sources(allowed_ips), _rbac_filter(allowed_ips)
+) -> tuple[listener_components_pb2.FilterChainMatch, rbac_pb2.RBAC, listener_components_pb2.Filter]:
+    """The source match and the RBAC rules (and network filter) depend only on the allowed IPs: built once per
+    allowed cluster's pod set and shared by every listener that admits it (protobuf copies them into each
+    listener). Building them per listener was most of a rollout's rebuild."""
+    rules = _rules(allowed_ips, None)
+    return _sources(allowed_ips), rules, _network_rbac(rules)
 
 
 @memo_latest(key=listener_key)
 def egress_listener(listener: EgressListener, address: str) -> Resource:
+    """The TLS of an egress is on its cluster (the upstream side), so the listener itself is plaintext on loopback."""
     cluster = cluster_name_for(listener)
-    chain = listener_components_pb2.FilterChain(filters=[_tcp_proxy(cluster)])
-    return _listener(listener_name(listener), address, listener.spec.listenport, chain, cluster)
+    if listener.spec.layer == "http":
+        filters = [_http_manager(listener_name(listener), cluster, None)]
+    else:
+        filters = [_tcp_proxy(cluster)]
+    chain = listener_components_pb2.FilterChain(filters=filters)
+    return _listener(listener_name(listener), address, listener.spec.listenport, chain, [cluster])
 
 
-def _listener(name: str, address: str, port: int, chain: listener_components_pb2.FilterChain, cluster: str) -> Resource:
+def _listener(
+    name: str, address: str, port: int, chain: listener_components_pb2.FilterChain, refs: list[str]
+) -> Resource:
     message = listener_pb2.Listener(name=name, address=socket_address(address, port), filter_chains=[chain])
-    return Resource.of(LISTENER, name, message, refs=[cluster])
+    return Resource.of(LISTENER, name, message, refs=refs)
 
 
 def _cidrs(ips: tuple[str, ...]) -> list[address_pb2.CidrRange]:
@@ -80,14 +121,61 @@ def _tcp_proxy(cluster: str) -> listener_components_pb2.Filter:
     )
 
 
-def _rbac_filter(allowed_ips: tuple[str, ...]) -> listener_components_pb2.Filter:
-    """ALLOW with the pods' IPs as principals. With no IPs there is no policy, and ALLOW without policies denies all."""
+def _rules(allowed_ips: tuple[str, ...] | None, sans: tuple[str, ...] | None) -> rbac_pb2.RBAC:
+    """ALLOW with one policy: source IP among `allowed_ips` (None: any) and peer certificate SAN among `sans` (None:
+    any). An allowed cluster without pods gives no policy, and ALLOW without policies denies all."""
+    by_ip = [rbac_pb2.Principal(direct_remote_ip=cidr) for cidr in _cidrs(allowed_ips)] if allowed_ips else []
+    by_san = [_san_principal(san) for san in sans] if sans else []
+    if allowed_ips is not None and not allowed_ips:
+        principals = []
+    elif by_ip and by_san:
+        both = [rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=ids)) for ids in (by_ip, by_san)]
+        principals = [rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=both))]
+    else:
+        principals = by_ip or by_san
     policies = {}
-    if allowed_ips:
-        principals = [rbac_pb2.Principal(direct_remote_ip=cidr) for cidr in _cidrs(allowed_ips)]
+    if principals:
         policies[RBAC_POLICY] = rbac_pb2.Policy(permissions=[rbac_pb2.Permission(any=True)], principals=principals)
-    rules = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies=policies)
+    return rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies=policies)
+
+
+def _san_principal(san: str) -> rbac_pb2.Principal:
+    """A validated peer certificate with this SAN, exactly: a URI SAN when it has a scheme (a DNS name never has a
+    colon), else a DNS SAN. Unlike `authenticated`, this never falls back to the certificate's subject."""
+    san_type = common_pb2.SubjectAltNameMatcher.URI if ":" in san else common_pb2.SubjectAltNameMatcher.DNS
+    config = mtls_authenticated_pb2.Config(
+        san_matcher=common_pb2.SubjectAltNameMatcher(san_type=san_type, matcher=string_pb2.StringMatcher(exact=san))
+    )
+    return rbac_pb2.Principal(custom=extension_pb2.TypedExtensionConfig(name=MTLS_PRINCIPAL, typed_config=pack(config)))
+
+
+def _network_rbac(rules: rbac_pb2.RBAC) -> listener_components_pb2.Filter:
     return listener_components_pb2.Filter(
         name="envoy.filters.network.rbac",
         typed_config=pack(rbac_filter_pb2.RBAC(stat_prefix=RBAC_STAT_PREFIX, rules=rules)),
     )
+
+
+def _http_manager(name: str, cluster: str, rules: rbac_pb2.RBAC | None) -> listener_components_pb2.Filter:
+    """HTTP/1.1 and HTTP/2 (codec AUTO), one route to `cluster` without a timeout (a stream may be long, as over the
+    TCP proxy), the HTTP RBAC filter when `rules` are given."""
+    route = route_components_pb2.Route(
+        match=route_components_pb2.RouteMatch(prefix="/"),
+        route=route_components_pb2.RouteAction(cluster=cluster, timeout=Duration(seconds=0)),
+    )
+    http_filters = []
+    if rules is not None:
+        http_filters.append(
+            hcm_pb2.HttpFilter(name="envoy.filters.http.rbac", typed_config=pack(http_rbac_pb2.RBAC(rules=rules)))
+        )
+    http_filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())))
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=HTTP_STAT_PREFIX,
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        route_config=route_pb2.RouteConfiguration(
+            name=name,
+            virtual_hosts=[route_components_pb2.VirtualHost(name=name, domains=["*"], routes=[route])],
+        ),
+        http_filters=http_filters,
+    )
+    return listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager", typed_config=pack(manager))

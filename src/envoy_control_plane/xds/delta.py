@@ -43,10 +43,11 @@ The rules (see XDS_PROTOCOL.md and Envoy's "Incremental xDS" protocol section), 
   ClusterLoadAssignment is sent again even if unchanged (Envoy finishes warming an updated cluster only on a new EDS
   response; tests/e2e/test_delta.py checks both against Envoy 1.40). Removals last: a cluster is not removed while a
   listener the client has (ACKed or in flight) routes to it, nor an endpoint assignment while a cluster the client has
-  uses it; when the client declared a listener (cluster) we cannot see into (a reconnect with a version the cache
-  cannot recall), cluster (endpoint) removals wait until that one is replaced. On a reconnect Envoy re-sends CDS
-  before LDS: cluster (endpoint) removals wait until the client has requested listeners (clusters) and so declared
-  what it runs, for at most ack_timeout (a client may not use LDS).
+  uses it, nor a secret while a listener or cluster the client has names it; when the client declared a holder we
+  cannot see into (a reconnect with a version the cache cannot recall), the removals it could need wait until that
+  one is replaced. On a reconnect Envoy re-sends CDS before LDS: removals also wait until the client has requested
+  their holder types (listeners for clusters and secrets, clusters for endpoints) and so declared what it runs, for
+  at most ack_timeout (a client may not use LDS).
 - Until the world is complete (SnapshotCache.complete: every source loaded once), names the client declared on its
   first request are not removed: they may be missing only from a source that has not loaded. Additions and updates
   flow; the removals follow once the cache says the world is complete.
@@ -68,18 +69,18 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DeltaDiscoveryResponse
 
-from .resource import Resource, content_hash
 from ..text import clip
+from .resource import Resource, content_hash
 from .stream import MAX_NAMES, ProtocolError, Stream
 from .streams import TypeStatus
-from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, WILDCARD_TYPES, label, short
+from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, SECRET, WILDCARD_TYPES, label, short
 
 log = logging.getLogger(__name__)
 
 WILDCARD = "*"
 _UNKNOWN = ""  # the version of a resource the client may or may not have applied: any version we send differs
-# Removals of the key type wait while the client holds a resource of the value type that needs the removed name.
-_HOLDERS = {CLUSTER: LISTENER, ENDPOINT: CLUSTER}
+# Removals of the key type wait while the client holds a resource of a value type that needs the removed name.
+_HOLDERS = {SECRET: (LISTENER, CLUSTER), CLUSTER: (LISTENER,), ENDPOINT: (CLUSTER,)}
 _UNSET = object()
 
 
@@ -357,17 +358,20 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
 
     def _needed(self, type_url: str) -> Container[str]:
         """Names of this type that a resource the client holds (or is being sent) needs: they are not removed yet."""
-        if type_url not in _HOLDERS:
-            return frozenset()
-        holder = self._types.get(_HOLDERS[type_url])
-        if holder is None:  # on a reconnect, the client has not said yet what it runs of the holder type
-            return _EVERYTHING if self._types[type_url].declared and self._awaiting_holders() else frozenset()
-        if any(n not in holder.content or holder.content[n].version != v for n, v in holder.known.items()):
-            return _EVERYTHING  # the client has something we cannot see into: it may need anything
-        holding: Iterable[Resource] = holder.content.values()
-        if holder.in_flight is not None:
-            holding = [*holding, *holder.in_flight.sent.values()]
-        return {name for resource in holding for name in resource.refs}
+        needed: set[str] = set()
+        for holder_type in _HOLDERS.get(type_url, ()):
+            holder = self._types.get(holder_type)
+            if holder is None:  # on a reconnect, the client has not said yet what it runs of the holder type
+                if self._types[type_url].declared and self._awaiting_holders():
+                    return _EVERYTHING
+                continue
+            if any(n not in holder.content or holder.content[n].version != v for n, v in holder.known.items()):
+                return _EVERYTHING  # the client has something we cannot see into: it may need anything
+            holding: Iterable[Resource] = holder.content.values()
+            if holder.in_flight is not None:
+                holding = [*holding, *holder.in_flight.sent.values()]
+            needed.update(name for resource in holding for name in resource.refs)
+        return needed
 
     def _response(
         self, type_url: str, state: _TypeState, updates: list[Resource], removals: list[str]

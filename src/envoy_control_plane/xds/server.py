@@ -22,6 +22,7 @@ from ..config import XdsTlsConfig
 from ..metrics import Metrics
 from ..text import clip
 from .cache import SnapshotCache
+from .credentials import ReloadingCredentials
 from .delta import DeltaStream
 from .identity import NodeNotPermitted, stream_authorizer
 from .sotw import SotwStream
@@ -91,6 +92,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     yield response
         except NodeNotPermitted as e:
             log.warning("stream %d from %s refused: %s", info.id, info.peer, e)
+            self._metrics.streams_denied.inc()
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except ProtocolError as e:
             log.warning("stream %d from %s: %s", info.id, info.peer, e)
@@ -139,14 +141,6 @@ def _add_ads(service: AdsService, server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))
 
 
-def server_credentials(tls: XdsTlsConfig) -> grpc.ServerCredentials:
-    """TLS for the xDS port; with a client CA, a client certificate from it is required."""
-    ca = tls.client_ca.read_bytes() if tls.client_ca else None
-    return grpc.ssl_server_credentials(
-        [(tls.key.read_bytes(), tls.cert.read_bytes())], root_certificates=ca, require_client_auth=ca is not None
-    )
-
-
 def check_port(address: str, port: int) -> None:
     """Raise OSError, with a message naming the port, if the xDS port cannot be bound now.
 
@@ -184,8 +178,9 @@ async def start_xds_server(
     bind_nodes = tls is not None and tls.client_ca is not None
     _add_ads(AdsService(cache, metrics, streams, bind_nodes, ack_timeout), server)
     target = f"{address}:{port}"
+    credentials = ReloadingCredentials(tls).credentials if tls else None  # follows renewals of the files
     try:
-        bound = server.add_secure_port(target, server_credentials(tls)) if tls else server.add_insecure_port(target)
+        bound = server.add_secure_port(target, credentials) if credentials else server.add_insecure_port(target)
     except RuntimeError:  # gRPC says only "Failed to bind": find out why, for a message that helps
         check_port(address, port)
         raise OSError(f"cannot listen for xDS on {address}:{port}") from None

@@ -84,3 +84,28 @@ def test_only_changed_files_are_parsed_again(tmp_path, monkeypatch):
     source.load()
     assert parsed == ["a.yaml", "b.yaml", "b.yaml"]
     assert world.endpoints("web") == ("10.0.0.1", "10.0.0.3")
+
+
+def test_validate_reports_the_secrets_listeners_cannot_use(tmp_path):
+    import dataclasses
+
+    from demo.certs import CA, tls_secret
+    ca = CA("ca")
+    leaf = ca.issue("a", ["spiffe://a/b"])
+    mismatched = dataclasses.replace(leaf, key=ca.issue("b", []).key)
+    docs = [
+        tls_secret("bad", mismatched, ca),
+        tls_secret("noca", leaf, None),
+        ingress_doc("in", "n", 1, 2, spec_extra={"tls": {"secret": "bad"}}),
+        egress_doc("out", "n", 3, 4, "c", spec_extra={"tls": {"secret": "noca"}}),
+        egress_doc("elsewhere", "n", 5, 4, "c", spec_extra={"tls": {"secret": "in-the-cluster"}}),
+    ]
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump_all(docs))
+    count, problems = validate([tmp_path])
+    assert count == 5
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "IngressListener default/in: spec.tls.secret: Secret default/bad: data.tls.key: does not match the certificate"
+        " in tls.crt",
+        "EgressListener default/out: spec.tls.validation: Secret default/noca: has no data.ca.crt",
+    ]
+    assert all(leaf.key.decode().splitlines()[1] not in p for p in problems)

@@ -1,6 +1,6 @@
 from envoy_control_plane.state import World
 from envoy_control_plane.translate.node import Addresses, node_resources
-from envoy_control_plane.xds.types import CLUSTER, ENDPOINT, LISTENER
+from envoy_control_plane.xds.types import CLUSTER, ENDPOINT, LISTENER, SECRET
 from tests.unit.objects import egress, ingress, pod
 
 
@@ -20,4 +20,4 @@ def test_node_gets_its_listeners_clusters_and_shared_endpoints():
 
 
 def test_unknown_node_gets_nothing():
-    assert node_resources(World(), "ghost", Addresses()) == {CLUSTER: [], ENDPOINT: [], LISTENER: []}
+    assert node_resources(World(), "ghost", Addresses()) == {CLUSTER: [], ENDPOINT: [], LISTENER: [], SECRET: []}

@@ -175,7 +175,8 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
         if not state.status.wildcard:
             return [current[name] for name in sorted(state.status.names) if name in current]
         had = state.acked | state.sent
-        return [*current.values(), *(had[name] for name in sorted(self._kept(type_url, state) - current.keys()))]
+        kept = sorted(name for name in self._kept(type_url, state) - current.keys() if name in had)
+        return [*current.values(), *(had[name] for name in kept)]
 
     def _kept(self, type_url: str, state: _TypeState) -> set[str]:
         """Names of a wildcard type the client has and we no longer do, that its next response must still carry.

@@ -163,6 +163,23 @@ class Run:
             "node_profile": args.node_profile + ("" if args.node_every_request else ", node on first request only"),
         }
 
+    async def _agreement(self, patience: float = 5.0) -> tuple[Json, list[str]]:
+        """/debug/nodes and its disagreements with what the fleet ACKed. The fleet counts an ACK once sent, the control
+        plane once read: on a loaded machine the last ACKs may still be in flight, so look again for a while."""
+        deadline = time.monotonic() + patience
+        while True:
+            nodes = await self.cp.get_json("/debug/nodes")
+            problems = [
+                f"{node} {kind}: sent {t['sent_version']} acked {t['acked_version']} nacks {t['nacks']}"
+                for node, entry in nodes.items()
+                for stream in entry["streams"]
+                for kind, t in stream["types"].items()
+                if t["sent_version"] != t["acked_version"] or t["nacks"]
+            ]
+            if not problems or time.monotonic() > deadline:
+                return nodes, problems
+            await asyncio.sleep(0.1)
+
     async def _sample_memory(self) -> None:
         """The control plane's RSS every 50 ms: the largest seen in each phase (VmHWM only says the overall peak)."""
         while True:
@@ -219,14 +236,7 @@ class Run:
         self.u_initial = usage = self.cp.usage()
         fleet_after = self.fleet.usage()
         status = await self.fleet.call("status")
-        nodes = await self.cp.get_json("/debug/nodes")
-        problems = [
-            f"{node} {kind}: sent {t['sent_version']} acked {t['acked_version']} nacks {t['nacks']}"
-            for node, entry in nodes.items()
-            for stream in entry["streams"]
-            for kind, t in stream["types"].items()
-            if t["sent_version"] != t["acked_version"] or t["nacks"]
-        ]
+        nodes, problems = await self._agreement()
         self.result["initial"] = {
             "seconds": round(reply["last"] - ready, 3),
             "p50_node_s": round(reply["p50"] - ready, 3),
@@ -270,10 +280,10 @@ class Run:
             "messages_by_type": dict(Counter(a["type"] for a in arrivals)),
             "unaffected_messages": sum(len(v) for node, v in by_node.items() if node not in affected),
             "nacks": sum(a["nacked"] for a in arrivals),
-            "cp_responses": metric_delta(metrics_before, metrics_after, "xds_responses_total"),
-            "cp_resource_bytes": metric_delta(metrics_before, metrics_after, "xds_response_bytes_total"),
-            "cp_nodes_rebuilt": metric_delta(metrics_before, metrics_after, "snapshot_nodes_rebuilt_total"),
-            "cp_build_s": metric_delta(metrics_before, metrics_after, "snapshot_build_seconds_sum"),
+            "cp_responses": metric_delta(metrics_before, metrics_after, "envoy_cp_xds_responses_total"),
+            "cp_resource_bytes": metric_delta(metrics_before, metrics_after, "envoy_cp_xds_response_bytes_total"),
+            "cp_nodes_rebuilt": metric_delta(metrics_before, metrics_after, "envoy_cp_snapshot_nodes_rebuilt_total"),
+            "cp_build_s": metric_delta(metrics_before, metrics_after, "envoy_cp_snapshot_build_seconds_sum"),
             "cpu_s": cpu_after.cpu - cpu_before.cpu,
             "fleet_cpu_s": fleet_after.cpu - fleet_before.cpu,
         }

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__, bootstrap
+from . import __version__, bootstrap, logs
 from .config import Config, ConfigError, build_config, load_config
+from .logs import LEVELS
 
 EXIT_USAGE = 2
 
@@ -33,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--manifests", type=Path, action="append", help="manifest file or directory (repeatable)")
     run.add_argument("--xds-port", type=int, help="override xds.port")
     run.add_argument("--admin-port", type=int, help="override admin.port")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--log-level", type=str.upper, choices=LEVELS, help="override log_level (any case)")
+    run.add_argument("--log-format", choices=["text", "json"], help="override log_format")
     run.set_defaults(func=_run)
 
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap pointing at this control plane")
@@ -74,6 +76,10 @@ def resolve_config(args: argparse.Namespace) -> Config:
         raw["xds"]["port"] = args.xds_port
     if args.admin_port is not None:
         raw["admin"]["port"] = args.admin_port
+    if args.log_level is not None:
+        raw["log_level"] = args.log_level
+    if args.log_format is not None:
+        raw["log_format"] = args.log_format
     config = build_config(raw, source="command line")
     if not config.manifests and not config.clusters:
         raise ConfigError("nothing to serve: give --manifests PATH or a --config with manifests or clusters")
@@ -85,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
         config = resolve_config(args)
     except ConfigError as e:
         return _fail(str(e))
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(config.log_level, config.log_format, config.library_log_level)
     try:
         asyncio.run(_serve(config))
     except OSError as e:

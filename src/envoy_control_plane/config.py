@@ -17,6 +17,9 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .logs import LEVELS, LogFormat
+from .text import quote
+
 
 MANIFEST_SOURCE = "manifests"  # the source name of manifest files; no Kubernetes cluster may take it
 
@@ -153,6 +156,16 @@ class Config(_Strict):
     # Where IngressListeners listen; the original used 0.0.0.0. Tests bind loopback.
     ingress_address: str = "0.0.0.0"
     egress_address: str = "127.0.0.1"
+    log_level: str = "INFO"  # our own loggers
+    library_log_level: str = "WARNING"  # grpc, asyncio, aiohttp, watchfiles, kubernetes_asyncio
+    log_format: LogFormat = "text"
+
+    @field_validator("log_level", "library_log_level")
+    @classmethod
+    def _level(cls, level: str) -> str:
+        if level.upper() not in LEVELS:
+            raise ValueError(f"expected one of {', '.join(LEVELS)} (any case), got {quote(level)}")
+        return level.upper()
 
     @property
     def may_serve_secrets(self) -> bool:

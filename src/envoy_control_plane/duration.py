@@ -2,6 +2,7 @@
 
 The grammar is Go's `time.ParseDuration`: an optional sign, then one or more decimal numbers each followed by a unit
 (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`); a bare `0` is zero. The result is exact: integer nanoseconds, no floats.
+`format_duration` writes one back (so a parsed spec serialises to what parses to it again).
 """
 
 from __future__ import annotations
@@ -46,3 +47,15 @@ def parse_duration(text: object) -> int:
         total += Fraction(number.removesuffix(".") or "0") * NANOS[unit]
         position = match.end()
     return sign * int(total)  # like Go, a fraction of a nanosecond is dropped
+
+
+def format_duration(nanos: int) -> str:
+    """Nanoseconds as Go-style text that parses back to the same value: `1h30m`, `1m30s`, `1s500ms`, `0s`."""
+    if nanos < 0:
+        return "-" + format_duration(-nanos)
+    parts = []
+    for unit in ("h", "m", "s", "ms", "us", "ns"):
+        count, nanos = divmod(nanos, NANOS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"

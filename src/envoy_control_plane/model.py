@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -31,7 +32,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from . import certs
-from .duration import parse_duration
+from .duration import format_duration, parse_duration
 
 CLUSTER_NAME_ANNOTATION = "cluster-name.envoy.uw.io"
 INGRESS_GROUP = "ingresslistener.envoy.uw.systems"
@@ -165,7 +166,10 @@ def _duration(low: str, high: str) -> Any:
             raise _error("must be a whole number of milliseconds")
         return timedelta(milliseconds=nanos // 10**6)
 
-    return Annotated[timedelta, BeforeValidator(check)]
+    def text(value: timedelta) -> str:
+        return format_duration(value // timedelta(microseconds=1) * 1000)
+
+    return Annotated[timedelta, BeforeValidator(check), PlainSerializer(text, when_used="json")]
 
 
 def _error(problem: str, kind: str = "value_error") -> PydanticCustomError:

@@ -28,7 +28,7 @@ async def test_admin_endpoints_describe_the_connected_envoy(manifests, start_pla
 
     metrics = await admin.metrics()
     for name in ("xds_connected_streams", "xds_responses_total", "snapshot_build_seconds"):
-        assert f"\n{name}" in metrics, name
+        assert f"\nenvoy_cp_{name}" in metrics, name
     assert metric_value(metrics, "xds_connected_streams", mode="sotw") == 1
     for xds_type in ("CDS", "EDS", "LDS"):
         assert metric_value(metrics, "xds_responses_total", type=xds_type) == 1, xds_type

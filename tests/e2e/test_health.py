@@ -166,3 +166,38 @@ async def test_outlier_detection_ejects_a_backend_refusing_connections(manifests
     assert "failed_outlier_check" in seen["backend-b"] and not seen["backend-a"], seen
     replies = await talk_many(listen, 8)
     assert replies == {"backend-a": 8}, replies
+
+
+# ---- the bounds of every setting are values Envoy takes ------------------------------------------------------------
+
+
+async def test_envoy_accepts_the_extremes_of_every_setting(manifests, start_plane, start_envoy):
+    visible = "".join(chr(c) for c in range(ord("!"), ord("~") + 1))  # every character a path or host may have
+    low = {
+        "healthcheck": {"type": "tcp", "interval": "1ms", "timeout": "1ms", "unhealthyThreshold": 1,
+                        "healthyThreshold": 1},
+        "outlierDetection": {"consecutiveErrors": 1, "interval": "1ms", "baseEjectionTime": "1ms",
+                             "maxEjectionPercent": 0},
+    }
+    high = {
+        "healthcheck": {"type": "http", "interval": "1h", "timeout": "1h", "unhealthyThreshold": 100,
+                        "healthyThreshold": 100, "path": ("/" + visible * 12)[:1024], "host": (visible * 3)[:255],
+                        "expectedStatuses": [100, 599, *range(200, 298)]},
+        "outlierDetection": {"consecutiveErrors": 1000, "interval": "1h", "baseEjectionTime": "1h",
+                             "maxEjectionPercent": 100},
+    }
+    # No pods behind them (nothing to check every millisecond): this is about Envoy taking the config.
+    manifests.write(
+        "listeners.yaml",
+        egress("low", "node-a", free_port(), 8080, "nobody", **low),
+        egress("high", "node-a", free_port(), 8080, "nobody", **high),
+    )
+    plane = await start_plane()
+    envoy = await start_envoy("node-a", plane.xds_port)
+    await plane.admin.wait_in_sync("node-a")
+    assert (await plane.admin.node_types("node-a"))["CDS"]["nacks"] == 0
+    sections = await envoy.dump_sections(include_eds=False)
+    clusters = {c["cluster"]["name"]: c["cluster"] for c in sections["clusters"]["dynamic_active_clusters"]}
+    assert clusters["egress_low_cluster"]["health_checks"][0]["interval"] == "0.001s"
+    assert clusters["egress_high_cluster"]["health_checks"][0]["http_health_check"]["host"] == high["healthcheck"]["host"]
+    assert clusters["egress_high_cluster"]["outlier_detection"]["consecutive_5xx"] == 1000

@@ -177,7 +177,7 @@ def test_the_crds_describe_what_the_control_plane_reads() -> None:
     specs = {"IngressListener": IngressSpec, "EgressListener": EgressSpec}
     assert set(crds) == set(specs)
     plurals = {r.kind: r.plural for r in RESOURCES}
-    kustomization = yaml.safe_load((MANIFESTS / "crds" / "kustomization.yaml").read_text())
+    kustomization = yaml.safe_load((MANIFESTS / "crds" / "Kustomization").read_text())
     assert sorted(kustomization["resources"]) == sorted(p.name for p in (MANIFESTS / "crds").glob("*listener.yaml"))
     for kind, crd in crds.items():
         assert crd["apiVersion"] == "apiextensions.k8s.io/v1" and crd["kind"] == "CustomResourceDefinition"

@@ -15,6 +15,7 @@ class ResourceType:
     plural: str
     short_names: tuple[str, ...] = ()
     field_selectors: tuple[str, ...] = ("metadata.name", "metadata.namespace")
+    namespaced: bool = True
 
     @property
     def api_version(self) -> str:
@@ -29,7 +30,7 @@ class ResourceType:
         return {
             "name": self.plural,
             "singularName": self.kind.lower(),
-            "namespaced": True,
+            "namespaced": self.namespaced,
             "kind": self.kind,
             "verbs": VERBS,
             "shortNames": list(self.short_names),
@@ -42,7 +43,11 @@ POD = ResourceType(
 )
 INGRESS_LISTENER = ResourceType("ingresslistener.envoy.uw.systems", "v1alpha1", "IngressListener", "ingresslisteners")
 EGRESS_LISTENER = ResourceType("egresslistener.envoy.uw.systems", "v1alpha1", "EgressListener", "egresslisteners")
-RESOURCE_TYPES = (POD, INGRESS_LISTENER, EGRESS_LISTENER)
+CRD = ResourceType(
+    "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", ("crd", "crds"),
+    ("metadata.name",), namespaced=False,
+)
+RESOURCE_TYPES = (POD, INGRESS_LISTENER, EGRESS_LISTENER, CRD)
 
 
 def by_path(group: str, version: str, plural: str) -> ResourceType | None:

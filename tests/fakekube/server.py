@@ -1,16 +1,22 @@
 """A fake Kubernetes API server for tests: an aiohttp app on a loopback port, plus cues that let a test
 change the cluster (pods, listeners, readiness, termination) and break it (compaction, dropped watches,
-failing requests, restarts).
+failing requests, restarts that rebuild the watch cache, a restored etcd, throttling, expiring tokens).
 
-Checked with the real kubernetes_asyncio client in test_fakekube.py. kubectl (v1.32) was checked by hand only,
-as tests must not need it: run `python -m tests.fakekube --kubeconfig /tmp/fake.kubeconfig`, then
-`kubectl --kubeconfig /tmp/fake.kubeconfig apply --validate=false -f manifests/examples/`,
+What it speaks: discovery, list (paged from a consistent snapshot; continue tokens expire with compaction), watch
+(bookmarks, 410, 504 "Too large resource version"), create/replace/patch/delete, bearer tokens and client
+certificates (access.py; HTTPS with `tls=True`, certs.py), CRDs (apiextensions.k8s.io/v1) with schema validation
+of custom resources (crds.py, schema.py), and OpenAPI v3 discovery (openapi.py) so that kubectl validates.
+
+Checked with the real kubernetes_asyncio client in test_fakekube.py, and with kubectl (v1.32) in test_kubectl.py
+(skipped where kubectl is not installed): `python -m tests.fakekube --kubeconfig /tmp/fake.kubeconfig`, then
+`kubectl --kubeconfig /tmp/fake.kubeconfig apply -f manifests/crds/`, `apply -f manifests/examples/`,
 `get pods -w`, `get ingresslisteners`, `delete -f manifests/examples/`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,10 +25,13 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import resources
+from . import crds, openapi, resources
+from .patches import merge_patch
+from .access import Authenticator, Throttle, rfc3339
+from .paging import Pager
 from .resources import POD, ResourceType
 from .selectors import ObjectPredicate, field_selector, label_selector
-from .status import ApiError
+from .status import ApiError, expired
 from .store import Store, Watch, now
 
 _PATCH_TYPES = {
@@ -35,14 +44,30 @@ _PATCH_TYPES = {
 class FakeKube:
     """One fake cluster. Use `async with FakeKube() as kube:`, or `start()`/`stop()` (data is kept across them)."""
 
-    def __init__(self, port: int = 0, bookmark_interval: float = 1.0) -> None:
+    def __init__(
+        self, port: int = 0, bookmark_interval: float = 1.0, tls: bool = False, install_crds: bool = False
+    ) -> None:
+        """`tls`: serve HTTPS with a certificate of a CA of its own (`self.tls`), and accept its client certificates
+        as x509 authentication. `install_crds`: start with the repository's CRDs (manifests/crds) installed; else
+        they are installed as in a real cluster, by `kubectl apply`, and until then custom resources go unvalidated."""
         self.store = Store()
+        if install_crds:
+            crds.install_repo_crds(self.store)
         self.bookmark_interval = bookmark_interval
+        self.auth = Authenticator()  # off until `auth.require()`
+        self.throttle = Throttle()
+        self.tls = None
+        if tls:
+            from .certs import ServerTLS  # needs `cryptography`
+
+            self.tls = ServerTLS()
         self._port = port
         self._runner: web.AppRunner | None = None
         self._watch_transports: set[asyncio.Transport] = set()
         self._failures: list[int] = []
         self._unserved: set[ResourceType] = set()
+        self._pager = Pager()
+        self._watch_answer: str | None = None  # "expired" or "empty": how every watch is answered (see cues)
 
     @property
     def port(self) -> int:
@@ -50,15 +75,24 @@ class FakeKube:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._port}"
 
     async def start(self) -> None:
-        """Listen; after a `stop()` this listens on the same port again, as a restarted API server."""
+        """Listen; after a `stop()` this listens on the same port again, as an API server that was unreachable."""
         runner = web.AppRunner(self._app(), handler_cancellation=True, shutdown_timeout=1.0, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self._port).start()
+        context = self.tls.context() if self.tls else None
+        await web.TCPSite(runner, "127.0.0.1", self._port, ssl_context=context).start()
         self._port = runner.addresses[0][1]
         self._runner = runner
+
+    async def restart(self) -> None:
+        """Stop and start as a restarted API server does: its watch cache is rebuilt from the current state, so
+        watches from any older resourceVersion get 410 Expired, and continue tokens of earlier lists expire."""
+        await self.stop()
+        self.store.compact()
+        self._pager.clear()
+        await self.start()
 
     async def stop(self) -> None:
         self.drop_watches()
@@ -107,6 +141,27 @@ class FakeKube:
         """The next `n` requests, whatever they are, fail with `status`."""
         self._failures = [status] * n
 
+    def throttle_next(self, n: int, retry_after: int = 1) -> None:
+        """The next `n` API requests get 429 TooManyRequests with `Retry-After: retry_after` (seconds)."""
+        self.throttle.count, self.throttle.retry_after = n, retry_after
+
+    def answer_watches(self, how: str | None) -> None:
+        """From now on answer every watch with a 410 Expired event ("expired": a server that compacts faster than
+        clients can relist) or with a 200 that ends at once with no event ("empty": a broken proxy); None: normally."""
+        assert how in (None, "expired", "empty")
+        self._watch_answer = how
+
+    def backup(self) -> Store:
+        """The data and revision now, for `restore()`."""
+        return self.store.snapshot()
+
+    def restore(self, backup: Store) -> None:
+        """Go back in time, as a cluster whose etcd was restored from a backup: the resourceVersion drops, watches
+        are cut, and a watch from a version the server has not reached gets 504 "Too large resource version"."""
+        self.drop_watches()
+        self.store.restore(backup)
+        self._pager.clear()
+
     def set_served(self, kind: str, served: bool) -> None:
         """Stop (or resume) serving a kind's paths with 404, as a cluster where its CRD is not installed.
         Discovery still lists it, and the stored objects are kept."""
@@ -122,13 +177,20 @@ class FakeKube:
     def finish_termination(self) -> None:
         self.store.finish_termination()
 
-    def write_kubeconfig(self, path: str | Path, context_name: str = "fake", namespace: str = "default") -> Path:
+    def write_kubeconfig(
+        self, path: str | Path, context_name: str = "fake", namespace: str = "default", user: dict | None = None
+    ) -> Path:
+        """A kubeconfig for this server; `user` replaces the user entry (default: the token `fake-token`). With TLS,
+        the CA is embedded as certificate-authority-data."""
         path = Path(path)
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.tls:
+            cluster["certificate-authority-data"] = base64.b64encode(self.tls.ca.pem).decode()
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": context_name, "cluster": {"server": self.url}}],
-            "users": [{"name": context_name, "user": {"token": "fake-token"}}],
+            "clusters": [{"name": context_name, "cluster": cluster}],
+            "users": [{"name": context_name, "user": user if user is not None else {"token": "fake-token"}}],
             "contexts": [{
                 "name": context_name,
                 "context": {"cluster": context_name, "user": context_name, "namespace": namespace},
@@ -142,14 +204,18 @@ class FakeKube:
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors])
+        app.router.add_get("/fakekube/token", self._issue_token)
         # Discovery paths are asked for with and without a trailing slash (kubernetes_asyncio adds one).
         for path in ("/version", "/api", "/api/{version}", "/apis", "/apis/{group}", "/apis/{group}/{version}"):
             app.router.add_get(path, self._discovery)
             app.router.add_get(path + "/", self._discovery)
         for prefix in ("/api/{version}", "/apis/{group}/{version}"):
-            app.router.add_get(prefix + "/{plural}", self._collection)
+            app.router.add_route("*", prefix + "/{plural}", self._collection)  # all namespaces, or cluster-scoped
+            app.router.add_route("*", prefix + "/{plural}/{name}", self._item)  # cluster-scoped
             app.router.add_route("*", prefix + "/namespaces/{ns}/{plural}", self._collection)
             app.router.add_route("*", prefix + "/namespaces/{ns}/{plural}/{name}", self._item)
+        app.router.add_get("/openapi/v3", self._openapi)
+        app.router.add_get("/openapi/v3/{gv:.+}", self._openapi)
         return app
 
     @web.middleware
@@ -158,6 +224,10 @@ class FakeKube:
             if self._failures:
                 code = self._failures.pop()
                 raise ApiError(code, f"injected failure ({len(self._failures)} more to come)")
+            if not request.path.startswith("/fakekube/"):
+                if not self._client_certificate(request):
+                    self.auth.check(request.headers.get("Authorization"))
+                self.throttle.check()
             return await handler(request)
         except ApiError as err:
             return _status(err)
@@ -165,6 +235,20 @@ class FakeKube:
             return _status(ApiError(404, "the server could not find the requested resource"))
         except web.HTTPMethodNotAllowed:
             return _status(ApiError(405, f"the server does not allow this method ({request.method})"))
+
+    def _client_certificate(self, request: web.Request) -> bool:
+        """Whether the request came with a client certificate of the server's CA (the TLS layer verified it)."""
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        return ssl_object is not None and ssl_object.getpeercert() is not None and bool(ssl_object.getpeercert())
+
+    async def _issue_token(self, request: web.Request) -> web.Response:
+        """For the test credential plugin: a new token, the only one accepted from now on (see access.py)."""
+        lifetime = request.query.get("lifetime")
+        token, expires = self.auth.issue(float(lifetime) if lifetime else None)
+        body: dict[str, Any] = {"token": token}
+        if expires is not None:
+            body["expirationTimestamp"] = rfc3339(expires)
+        return web.json_response(body)
 
     async def _discovery(self, request: web.Request) -> web.Response:
         info, path = request.match_info, request.path.rstrip("/")
@@ -185,8 +269,10 @@ class FakeKube:
 
     async def _collection(self, request: web.Request) -> web.StreamResponse:
         rtype, namespace = self._resource_type(request), request.match_info.get("ns")
-        if request.method == "POST" and namespace is not None:
-            return web.json_response(self.store.create(rtype, namespace, await _body(request)), status=201)
+        if request.method == "POST" and (namespace is not None or not rtype.namespaced):
+            namespace = namespace or ""
+            obj = self._admit(request, rtype, await _body(request))
+            return web.json_response(self.store.create(rtype, namespace, obj), status=201)
         if request.method != "GET":
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
         query = request.query
@@ -201,34 +287,37 @@ class FakeKube:
         return web.json_response(self._list(rtype, self.store.list(rtype, namespace, matches), query))
 
     def _list(self, rtype: ResourceType, items: list[dict], query: Mapping[str, str]) -> dict:
-        """A list, paged by `limit` and `continue`. Unlike the real server, later pages come from the current
-        state, not from a snapshot at the first page's resourceVersion. As the real server does, items of the
-        core group come without kind and apiVersion."""
-        offset = int(query.get("continue") or 0)
-        limit = int(query.get("limit") or 0) or len(items)
-        meta: dict[str, Any] = {"resourceVersion": str(self.store.revision)}
-        if offset + limit < len(items):
-            meta.update({"continue": str(offset + limit), "remainingItemCount": len(items) - offset - limit})
-        page = items[offset:offset + limit]
+        """A list, paged by `limit` and `continue` from one snapshot (paging.py). As the real server does, items
+        of the core group come without kind and apiVersion."""
+        page, meta = self._pager.page(items, self.store.revision, self.store.compacted, query)
         if not rtype.group:
             page = [{k: v for k, v in item.items() if k not in ("kind", "apiVersion")} for item in page]
         return {"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version, "metadata": meta, "items": page}
 
     async def _item(self, request: web.Request) -> web.Response:
         rtype, info = self._resource_type(request), request.match_info
-        namespace, name = info["ns"], info["name"]
+        namespace, name = info.get("ns", ""), info["name"]
+        if rtype.namespaced != bool(namespace):
+            raise ApiError(404, "the server could not find the requested resource")
         if request.method == "GET":
             return web.json_response(self.store.get(rtype, namespace, name))
         if request.method == "PUT":
-            return web.json_response(self.store.replace(rtype, namespace, name, await _body(request)))
+            obj = self._admit(request, rtype, await _body(request))
+            return web.json_response(self.store.replace(rtype, namespace, name, obj))
         if request.method == "PATCH":
             kind = _PATCH_TYPES.get(request.content_type)
             if kind is None:
                 raise ApiError(415, f"the body of the request was in an unknown format: {request.content_type}")
             body = await _body(request)
-            if kind == "apply":
-                return web.json_response(self.store.apply(rtype, namespace, name, body))
-            return web.json_response(self.store.patch(rtype, namespace, name, body, kind == "strategic"))
+            exists = self.store.exists(rtype, namespace, name)
+            if kind != "apply" and not exists:
+                self.store.get(rtype, namespace, name)  # 404
+            if exists:  # the object as the patch makes it, admitted, then written
+                patched = merge_patch(self.store.get(rtype, namespace, name), body, kind != "merge")
+                obj = self._admit(request, rtype, patched)
+                return web.json_response(self.store.replace(rtype, namespace, name, obj))
+            obj = self._admit(request, rtype, merge_patch({"metadata": {"name": name}}, body))
+            return web.json_response(self.store.create(rtype, namespace, obj))
         if request.method == "DELETE":
             options = await _body(request) if request.can_read_body else {}
             grace = request.query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
@@ -240,7 +329,13 @@ class FakeKube:
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
+        if self._watch_answer == "empty":
+            await response.prepare(request)
+            await response.write_eof()
+            return response
         try:
+            if self._watch_answer == "expired":
+                raise expired(request.query.get("resourceVersion") or "0", self.store.revision)
             watch = self.store.open_watch(rtype, namespace, matches, request.query.get("resourceVersion"))
         except ApiError as err:
             if err.code != 410:
@@ -280,6 +375,23 @@ class FakeKube:
                 continue
             await response.write(event.line())
 
+    def _admit(self, request: web.Request, rtype: ResourceType, obj: dict) -> dict:
+        """Validation of a written object (custom resources against their CRD; see crds.py)."""
+        return crds.admit(self.store, rtype, obj, request.query.get("fieldValidation"))
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        schemas = {rt: found for rt in resources.RESOURCE_TYPES if rt.group
+                   and (found := crds.schema_of(self.store, rt)) is not None}
+        gv = request.match_info.get("gv")
+        if gv is None:
+            return web.json_response(openapi.root(schemas))
+        parts = gv.split("/")
+        group, version = (parts[1], parts[2]) if parts[0] == "apis" and len(parts) == 3 else ("", parts[-1])
+        found = openapi.document(group, version, schemas) if parts[0] in ("api", "apis") else None
+        if found is None:
+            raise ApiError(404, "the server could not find the requested resource")
+        return web.json_response(found)
+
     def _resource_type(self, request: web.Request) -> ResourceType:
         info = request.match_info
         rtype = resources.by_path(info.get("group", ""), info["version"], info["plural"])
@@ -299,7 +411,8 @@ def _flag(value: str | None) -> bool:
 
 
 def _status(err: ApiError) -> web.Response:
-    return web.json_response(err.status(), status=err.code)
+    headers = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else None
+    return web.json_response(err.status(), status=err.code, headers=headers)
 
 
 async def _body(request: web.Request) -> dict:

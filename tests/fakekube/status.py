@@ -14,12 +14,18 @@ _REASONS = {
 class ApiError(Exception):
     """A request failure, carried to the HTTP layer as a `Status` body with the same code."""
 
-    def __init__(self, code: int, message: str, reason: str | None = None, details: dict | None = None) -> None:
+    def __init__(
+        self, code: int, message: str, reason: str | None = None, details: dict | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.reason = reason or _REASONS.get(code, "Unknown")
         self.details = details
+        self.retry_after = retry_after  # seconds: a Retry-After header, and details.retryAfterSeconds
+        if retry_after is not None:
+            self.details = {**(details or {}), "retryAfterSeconds": retry_after}
 
     def status(self) -> dict:
         body = {
@@ -59,3 +65,19 @@ def conflict(rtype: ResourceType, name: str) -> ApiError:
 
 def expired(requested: str, oldest: int) -> ApiError:
     return ApiError(410, f"too old resource version: {requested} ({oldest})", "Expired")
+
+
+def too_large(requested: int, current: int) -> ApiError:
+    """What a watch from a resourceVersion the server has not reached gets (etcd restored from an older backup)."""
+    return ApiError(
+        504, f"Too large resource version: {requested}, current: {current}", "Timeout",
+        {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+         "retryAfterSeconds": 1},
+    )
+
+
+def continue_expired() -> ApiError:
+    return ApiError(
+        410, "The provided continue parameter is too old to display a consistent list result. You can start a new "
+        "list without the continue parameter.", "Expired",
+    )

@@ -92,6 +92,9 @@ class Store:
             if kind == rtype and namespace in (None, ns) and matches(obj)
         ]
 
+    def exists(self, rtype: ResourceType, namespace: str, name: str) -> bool:
+        return (rtype, namespace, name) in self._objects
+
     def get(self, rtype: ResourceType, namespace: str, name: str) -> dict:
         return copy.deepcopy(self._current(rtype, namespace, name))
 
@@ -187,9 +190,26 @@ class Store:
     # watches
 
     def compact(self) -> None:
-        """Forget the event history, as etcd compaction does: older versions can no longer be watched from."""
+        """Forget the event history, as etcd compaction does: older versions can no longer be watched from (nor
+        can lists be continued from them)."""
         self._compacted = self.revision
         self._history.clear()
+
+    @property
+    def compacted(self) -> int:
+        return self._compacted
+
+    def snapshot(self) -> Store:
+        """A copy of the data and history, without watches: `restore()` it later, as etcd restored from a backup."""
+        copied = Store()
+        copied.revision, copied._compacted = self.revision, self._compacted
+        copied._objects, copied._history = copy.deepcopy(self._objects), list(self._history)
+        return copied
+
+    def restore(self, backup: Store) -> None:
+        """Go back to `backup`'s data and revision; open watches are the caller's to cut."""
+        self.revision, self._compacted = backup.revision, backup._compacted
+        self._objects, self._history = copy.deepcopy(backup._objects), list(backup._history)
 
     def open_watch(
         self, rtype: ResourceType, namespace: str | None, matches: ObjectPredicate, since: str | None
@@ -207,6 +227,8 @@ class Store:
                 raise ApiError(400, f"invalid resource version: {since!r}") from None
             if revision < self._compacted:
                 raise status.expired(since, self._compacted + 1)
+            if revision > self.revision:
+                raise status.too_large(revision, self.revision)
             for event in self._history:
                 if event.revision > revision:
                     watch.offer(event)

@@ -57,7 +57,8 @@ async def test_discovery_documents_name_the_served_types(api: client.ApiClient) 
     assert [(r.name, r.kind, r.namespaced) for r in core.resources] == [("pods", "Pod", True)]
     assert "watch" in core.resources[0].verbs
     groups = await client.ApisApi(api).get_api_versions()
-    assert {g.name for g in groups.groups} == {"ingresslistener.envoy.uw.systems", "egresslistener.envoy.uw.systems"}
+    assert {g.name for g in groups.groups} == {
+        "ingresslistener.envoy.uw.systems", "egresslistener.envoy.uw.systems", "apiextensions.k8s.io"}
     listeners = await client.CustomObjectsApi(api).get_api_resources(*IL)
     assert [r.name for r in listeners.resources] == ["ingresslisteners"]
     assert (await client.VersionApi(api).get_code()).major == "1"

@@ -1,6 +1,6 @@
 import pytest
 
-from envoy_control_plane.duration import parse_duration
+from envoy_control_plane.duration import format_duration, parse_duration
 
 MS = 10**6
 S = 10**9
@@ -59,3 +59,12 @@ def test_what_is_not_a_duration_says_why(value, problem):
     with pytest.raises(ValueError) as err:
         parse_duration(value)
     assert problem in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("nanos", "text"),
+    [(0, "0s"), (5 * S, "5s"), (90 * S, "1m30s"), (1500 * MS, "1s500ms"), (3600 * S + 1, "1h1ns"), (-MS, "-1ms")],
+)
+def test_written_back_as_text_that_parses_to_the_same(nanos, text):
+    assert format_duration(nanos) == text
+    assert parse_duration(text) == nanos

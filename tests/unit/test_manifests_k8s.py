@@ -114,15 +114,31 @@ def test_binding_ties_the_role_to_the_deployments_service_account() -> None:
     assert pod_spec["serviceAccountName"] == account["metadata"]["name"]
 
 
+KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")  # what kustomize looks for
+
+
+def kustomization_of(directory: Path) -> Path | None:
+    return next((directory / n for n in KUSTOMIZATION_NAMES if (directory / n).is_file()), None)
+
+
 @pytest.mark.parametrize("directory", ["crds", "deploy"])
 def test_kustomization_lists_exactly_the_files_there(directory: str) -> None:
-    kustomization = yaml.safe_load((MANIFESTS / directory / "kustomization.yaml").read_text())
-    listed = kustomization["resources"]
+    path = kustomization_of(MANIFESTS / directory)
+    assert path is not None
+    listed = yaml.safe_load(path.read_text())["resources"]
     for entry in listed:
         target = MANIFESTS / directory / entry
-        assert target.is_file() or (target / "kustomization.yaml").is_file(), entry
-    present = {p.name for p in (MANIFESTS / directory).glob("*.yaml")} - {"kustomization.yaml"}
+        assert target.is_file() or kustomization_of(target) is not None, entry
+    present = {p.name for p in (MANIFESTS / directory).glob("*.yaml")} - {path.name}
     assert present <= set(listed)
+
+
+def test_kubectl_apply_f_on_the_crds_folder_reads_only_crds() -> None:
+    """`kubectl apply -f manifests/crds/` reads every .yaml/.yml/.json file there: its kustomization is named
+    `Kustomization`, which kustomize (`-k`, and deploy's `../crds`) finds and `-f` skips."""
+    files = [p for p in (MANIFESTS / "crds").iterdir() if p.suffix in (".yaml", ".yml", ".json")]
+    kinds = {doc["kind"] for p in files for doc in yaml.safe_load_all(p.read_text()) if doc}
+    assert kinds == {"CustomResourceDefinition"} and len(files) == 2
 
 
 def test_config_map_holds_a_valid_config_for_the_local_cluster() -> None:

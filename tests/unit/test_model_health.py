@@ -137,3 +137,18 @@ def test_the_crd_schema_has_the_same_fields_defaults_and_bounds():
                                              field.alias: int(text) if text.isdigit() else text}) == model.model_validate(
                     {"type": "tcp"} if model is HealthCheck else {}), field.alias
     assert set(properties) == set(EgressSpec.model_fields)
+
+
+def test_a_spec_serialises_to_what_parses_back_to_it():
+    """As a state file keeps it: JSON, the CRD's names, set fields only."""
+    doc = egress_doc("eg", "n", 9090, 8080, "backends")
+    doc["spec"].update(
+        healthcheck={"type": "http", "interval": "1m30.5s", "path": "/h", "expectedStatuses": [204, 200]},
+        outlierDetection={"baseEjectionTime": "1h", "maxEjectionPercent": 0},
+    )
+    parsed = parse_object(doc)
+    written = parsed.spec.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    assert written["healthcheck"] == {"type": "http", "interval": "1m30s500ms", "path": "/h",
+                                      "expectedStatuses": [204, 200]}
+    assert written["outlierDetection"] == {"baseEjectionTime": "1h", "maxEjectionPercent": 0}
+    assert parse_object({**doc, "spec": written}) == parsed

@@ -20,5 +20,7 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_build_info_metric() -> None:
     text = generate_latest(Metrics().registry).decode()
-    assert f'build_info{{python="' in text
+    assert 'envoy_cp_build_info{python="' in text
+    assert "_created" not in text  # counters come without their duplicate series
+    assert "process_resident_memory_bytes" in text and "python_gc_collections_total" in text
     assert f'version="{version("k8s-envoy-control-plane")}"}} 1.0' in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -164,6 +165,20 @@ def check_port(address: str, port: int) -> None:
                 raise OSError(f"cannot listen for xDS on {address}:{port}: {e.strerror}") from None
 
 
+def exposure_warning(address: str, bind_nodes: bool) -> str | None:
+    """What to warn about when the xDS port is reachable beyond this host and nobody is identified."""
+    try:
+        loopback = ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        loopback = address == "localhost"
+    if bind_nodes or loopback:
+        return None
+    return (
+        f"xDS listens on {address} without client certificates (xds.tls.client_ca): whoever reaches the port can "
+        "ask for any node's configuration"
+    )
+
+
 async def start_xds_server(
     address: str,
     port: int,
@@ -189,4 +204,6 @@ async def start_xds_server(
     await server.start()
     security = "plaintext" if tls is None else "TLS, client certificates required" if bind_nodes else "TLS"
     log.info("xDS (ADS) listening on %s:%d (%s)", address, bound, security)
+    if warning := exposure_warning(address, bind_nodes):
+        log.warning("%s", warning)
     return server, bound

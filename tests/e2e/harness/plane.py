@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from envoy_control_plane.metrics import PREFIX
+
 from . import http, procs
 from .net import free_port
 from .wait import wait_until
@@ -19,7 +21,11 @@ XDS_TYPES = ("CDS", "EDS", "LDS")
 
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:
-    """The value of one sample in Prometheus text format; None when the sample is absent."""
+    """The value of one sample in Prometheus text format; None when the sample is absent.
+
+    Our own metrics may be named without their `envoy_cp_` prefix (`xds_nacks_total`)."""
+    if not name.startswith(("process_", "python_", PREFIX + "_")):
+        name = f"{PREFIX}_{name}"
     for line in text.splitlines():
         if line.startswith("#"):
             continue

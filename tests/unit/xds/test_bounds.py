@@ -59,8 +59,8 @@ def test_unknown_type_urls_share_one_metric_label_and_metrics_do_not_grow():
     assert _series(metrics) == series, "new label series appeared"
     assert "type.googleapis.com/y" not in text
     sample = metrics.registry.get_sample_value
-    assert sample("xds_requests_total", {"type": "other"}) == streams * MAX_OTHER_TYPES
-    assert sample("xds_requests_total", {"type": "CDS"}) == streams
+    assert sample("envoy_cp_xds_requests_total", {"type": "other"}) == streams * MAX_OTHER_TYPES
+    assert sample("envoy_cp_xds_requests_total", {"type": "CDS"}) == streams
 
 
 @pytest.mark.parametrize("make", [sotw, delta])

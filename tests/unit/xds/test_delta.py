@@ -19,7 +19,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DeltaDiscoveryResponse
 from google.rpc.status_pb2 import Status
 
-from envoy_control_plane.metrics import Metrics
+from envoy_control_plane.metrics import PREFIX, Metrics
 from envoy_control_plane.xds.cache import Snapshot, SnapshotCache
 from envoy_control_plane.xds.delta import DeltaStream
 from envoy_control_plane.xds.resource import Resource
@@ -151,7 +151,7 @@ def client(cache, metrics) -> Client:
 
 
 def counter(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
+    return metrics.registry.get_sample_value(f"{PREFIX}_{name}", labels) or 0.0
 
 
 # ---- wildcard and named subscriptions --------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, Disc
 
 from envoy_control_plane.metrics import Metrics
 from envoy_control_plane.xds.cache import SnapshotCache
-from envoy_control_plane.xds.server import _slim_node, check_port, start_xds_server
+from envoy_control_plane.xds.server import _slim_node, exposure_warning, check_port, start_xds_server
 from envoy_control_plane.xds.streams import StreamRegistry
 from envoy_control_plane.xds.types import CLUSTER
 
@@ -39,3 +39,11 @@ async def test_a_second_server_cannot_share_the_port():
             check_port("127.0.0.1", port)
     finally:
         await first.stop(None)
+
+
+def test_an_open_xds_port_beyond_loopback_is_warned_about():
+    assert "without client certificates" in exposure_warning("0.0.0.0", bind_nodes=False)
+    assert "without client certificates" in exposure_warning("xds.example", bind_nodes=False)
+    assert exposure_warning("0.0.0.0", bind_nodes=True) is None
+    for loopback in ("127.0.0.1", "::1", "localhost"):
+        assert exposure_warning(loopback, bind_nodes=False) is None

@@ -2,7 +2,10 @@
 
 It offers what the reflectors need and nothing else: paged lists and watch streams of plain dicts (no model classes:
 parsing is `model.parse_object`'s job, and deserialising every pod into a V1Pod costs CPU for nothing). Every failure,
-whether HTTP, connection, timeout or a watch's ERROR event, comes out as one exception type, `KubeError`.
+whether HTTP, connection, timeout, credentials or a watch's ERROR event, comes out as one exception type, `KubeError`.
+
+The kubeconfig is read by kubeconfig.py, not by kubernetes_asyncio (no temp files, clear errors); the bearer token
+comes from credentials.py before every request (renewed when it expires), and a 401 renews it and retries once.
 """
 
 from __future__ import annotations
@@ -16,21 +19,34 @@ from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
+
+from ...text import clip
+from . import kubeconfig
+from .credentials import Credentials, CredentialsError
+from .memfiles import memory_files
+
+RETRY_AFTER_MAX = 300.0  # a Retry-After longer than this is read as this
 
 
 class KubeError(Exception):
     """A failed request or watch; `code` is the HTTP status (or the Status code of a watch ERROR event), None when
     the server could not be reached or the connection broke."""
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    def __init__(self, message: str, code: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after = retry_after  # seconds the server asked to wait (429 Retry-After)
 
     @property
     def expired(self) -> bool:
         """410 Gone: the resourceVersion asked for is older than the server keeps; only a relist helps."""
         return self.code == 410
+
+    @property
+    def too_large_resource_version(self) -> bool:
+        """504 "Too large resource version": the server is behind the version asked for (etcd restored from a
+        backup, a rebuilt cluster); it may never catch up, so only a list from scratch helps."""
+        return self.code == 504 and "too large resource version" in str(self).lower()
 
 
 @dataclass(frozen=True)
@@ -65,17 +81,31 @@ def _errors(what: str) -> Iterator[None]:
     """Turn connection-level failures into KubeError."""
     try:
         yield
+    except CredentialsError as e:
+        raise KubeError(f"{what}: credentials: {e}") from e
     except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
         raise KubeError(f"{what}: {type(e).__name__}: {e}".rstrip(": ")) from e
 
 
-def _status_error(status: Any, fallback_code: int) -> KubeError:
+def _status_error(status: Any, fallback_code: int, retry_after: float | None = None) -> KubeError:
     """A KubeError from a `Status` object (an error body, or a watch ERROR event)."""
     if not isinstance(status, dict):
-        return KubeError(f"HTTP {fallback_code}", fallback_code)
-    code = status.get("code") or fallback_code
+        return KubeError(f"HTTP {fallback_code}", fallback_code, retry_after)
+    code = status.get("code") if isinstance(status.get("code"), int) else fallback_code
     reason = status.get("reason") or "Error"
-    return KubeError(f"{code} {reason}: {status.get('message', '')}".rstrip(": "), code)
+    details = status.get("details") if isinstance(status.get("details"), dict) else {}
+    if retry_after is None and isinstance(details.get("retryAfterSeconds"), int):
+        retry_after = min(max(float(details["retryAfterSeconds"]), 0.0), RETRY_AFTER_MAX)
+    message = clip(f"{code} {reason}: {status.get('message', '')}".rstrip(": "), 400)
+    return KubeError(message, code, retry_after)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A Retry-After header in seconds (the HTTP-date form is not used by API servers), bounded."""
+    try:
+        return min(max(float(value), 0.0), RETRY_AFTER_MAX) if value else None
+    except ValueError:
+        return None
 
 
 class WatchStream:
@@ -112,8 +142,9 @@ class WatchStream:
 
 
 class KubeClient:
-    def __init__(self, api: k8s_client.ApiClient) -> None:
+    def __init__(self, api: k8s_client.ApiClient, credentials: Credentials | None = None) -> None:
         self._api = api
+        self.credentials = credentials
 
     @property
     def server(self) -> str:
@@ -122,24 +153,32 @@ class KubeClient:
     async def _get(
         self, path: str, params: dict[str, str], timeout: aiohttp.ClientTimeout
     ) -> aiohttp.ClientResponse:
+        """GET, answered 2xx, or KubeError. A 401 renews refreshable credentials and tries once more."""
         what = f"GET {path}"
-        with _errors(what):
-            response = await self._api.call_api(
-                path, "GET", query_params=[(k, v) for k, v in params.items() if v],
-                header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
-                response_types_map={}, _preload_content=False, _request_timeout=timeout,
-            )
-        if response.status >= 300:
+        credentials = self.credentials
+        for attempt in range(2):
+            generation = credentials.generation if credentials else 0
+            with _errors(what):
+                response = await self._api.call_api(
+                    path, "GET", query_params=[(k, v) for k, v in params.items() if v],
+                    header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+                    response_types_map={}, _preload_content=False, _request_timeout=timeout,
+                )
+            if response.status < 300:
+                return response
+            retry_after = _retry_after(response.headers.get("Retry-After"))
             with _errors(what):
                 text = await response.text()
             response.release()
+            if response.status == 401 and attempt == 0 and credentials is not None and credentials.refreshable:
+                credentials.invalidate(generation)
+                continue
             try:
                 body = json.loads(text)
             except ValueError:
                 body = {"message": text[:200]}
-            raise _status_error(body, response.status)
-        return response
-
+            raise _status_error(body, response.status, retry_after)
+        raise AssertionError("unreachable")
     async def list(
         self, resource: Resource, namespace: str | None, *, field_selector: str = "", page_size: int, timeout: float
     ) -> ListResult:
@@ -176,18 +215,36 @@ class KubeClient:
         await self._api.close()
 
 
-async def connect(kubeconfig: Path | None, context: str | None) -> KubeClient:
-    """A client from a kubeconfig file (and context), or, without one, from the pod's service account."""
-    configuration = k8s_client.Configuration()
+async def connect(path: Path | None, context: str | None) -> KubeClient:
+    """A client from a kubeconfig file (and context), or, without one, from the pod's service account. The
+    credentials are obtained once here (an exec plugin runs), so that a cluster that cannot authenticate says so."""
+    source = str(path) if path is not None else "in-cluster service account"
     try:
-        if kubeconfig is None:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        else:
-            await k8s_config.load_kube_config(
-                config_file=str(kubeconfig), context=context, client_configuration=configuration,
-                persist_config=False,
-            )
-    except (k8s_config.ConfigException, OSError, ValueError) as e:
-        source = kubeconfig or "in-cluster service account"
+        access = kubeconfig.in_cluster() if path is None else kubeconfig.load(path, context)
+    except kubeconfig.KubeconfigError as e:
         raise KubeError(f"cannot load credentials from {source}: {e}") from e
-    return KubeClient(k8s_client.ApiClient(configuration))
+    credentials = Credentials(access, reload=None if path is None else lambda: kubeconfig.load(path, context))
+    try:
+        header = await credentials.header()
+    except CredentialsError as e:
+        raise KubeError(f"cannot get credentials for {access.server} from {source}: {e}") from e
+    configuration = k8s_client.Configuration(host=access.server)
+    configuration.verify_ssl = not access.insecure
+    configuration.tls_server_name = access.tls_server_name
+    configuration.proxy = access.proxy_url
+    if header is not None:
+        configuration.api_key["BearerToken"] = header
+
+        async def renew(config: k8s_client.Configuration) -> None:  # kubernetes_asyncio calls it before a request
+            config.api_key["BearerToken"] = await credentials.header() or ""
+
+        configuration.refresh_api_key_hook = renew
+    cert, key = credentials.exec_cert or (access.client_cert, access.client_key)
+    try:
+        with memory_files(access.ca, cert, key) as (ca_file, cert_file, key_file):
+            configuration.ssl_ca_cert, configuration.cert_file, configuration.key_file = ca_file, cert_file, key_file
+            api = k8s_client.ApiClient(configuration)  # builds its SSL context from the files, now
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        raise KubeError(f"cannot use the TLS material from {source}: {type(e).__name__}: {e}") from e
+    configuration.ssl_ca_cert = configuration.cert_file = configuration.key_file = None
+    return KubeClient(api, credentials)

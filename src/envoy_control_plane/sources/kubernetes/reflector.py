@@ -2,8 +2,12 @@
 
 The loop: list (every page) and make the World's objects of this kind exactly the listed ones, then watch from the
 list's resourceVersion, with bookmarks and a server-side timeout, resuming from the last version seen (event or
-bookmark) whenever the stream ends or breaks. Only a 410 Expired forces a relist, which turns what vanished meanwhile
-into deletions. While the cluster cannot be reached nothing is removed: its last known objects stay, marked stale.
+bookmark) whenever the stream ends or breaks. Only a 410 Expired (or a 504 "Too large resource version", when the
+server went back in time) forces a relist, which turns what vanished meanwhile into deletions; the first relist comes
+at once, the ones after it without a healthy watch in between back off, as client-go's do (no relist storms). A 429
+waits as long as its Retry-After says. A kind counts as `up` once a list answered or a watch delivered its first event
+(or bookmark): a watch that is accepted and ends at once, with nothing, is a failure. While the cluster cannot be
+reached nothing is removed: its last known objects stay, marked stale.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class WatchSettings:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     absent_retry: float = 60.0  # how often to look again for a kind the cluster does not serve (CRD not installed)
+    short_watch: float = 1.0  # a watch that ends sooner than this without any event failed (client-go's rule)
 
 
 class Reflector:
@@ -68,6 +73,8 @@ class Reflector:
         self._on_change = on_change  # told after every event and every change of the status below
         self._rng = rng or random.Random()
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max, self._rng)
+        self._relist_backoff = Backoff(settings.backoff_initial, settings.backoff_max, self._rng)
+        self._relists_in_a_row = 0  # forced relists since a watch last delivered an event
         # status
         self.listed = False  # listed completely at least once
         self.up = False  # the last list or watch request was answered
@@ -97,17 +104,29 @@ class Reflector:
                 if await self._watch():
                     continue
             except KubeError as e:
-                if e.expired:
-                    log.info("%s: %s: resourceVersion %s expired; relisting", self.source, self.resource.kind,
-                             self.resource_version)
-                    self.resource_version = None
-                    continue  # the server answered: relist at once, deletions in the gap must not wait
+                if e.expired or e.too_large_resource_version:
+                    await self._relist_soon(e)
+                    continue
                 self._failed(e)
+                if e.retry_after is not None:  # 429: the server says when
+                    await asyncio.sleep(e.retry_after)
+                    continue
             except Exception:  # a bug must not end the cluster's watch for good: report it, resync, go on
                 log.exception("%s: %s: unexpected error; relisting", self.source, self.resource.kind)
                 self._failed(KubeError("unexpected error (see the log)"))
                 self.resource_version = None
             await asyncio.sleep(self._backoff.next())
+
+    async def _relist_soon(self, e: KubeError) -> None:
+        """Forget the resourceVersion: the next round lists from scratch. The first relist comes at once (deletions
+        in the gap must not wait); more of them without a healthy watch in between back off."""
+        why = "expired" if e.expired else "is ahead of the server"
+        log.info("%s: %s: resourceVersion %s %s; relisting", self.source, self.resource.kind, self.resource_version,
+                 why)
+        self.resource_version = None
+        if self._relists_in_a_row > 0:
+            await asyncio.sleep(self._relist_backoff.next())
+        self._relists_in_a_row += 1
 
     async def _relist(self) -> bool:
         """Make the World's objects exactly the cluster's; False when the cluster does not serve the kind."""
@@ -153,15 +172,21 @@ class Reflector:
             read_timeout=timeout + self.settings.read_grace,
         )
         self.watches += 1
-        self._answered()
-        progressed = False
+        loop = asyncio.get_running_loop()
+        opened, events = loop.time(), 0
         try:
             async for event in stream:
                 self._apply(event)
-                progressed = True
+                if events == 0:  # the watch proved healthy
+                    self._relists_in_a_row = 0
+                    self._relist_backoff.reset()
+                    self._answered()
+                events += 1
         finally:
             await stream.close()
-        return progressed
+        if events == 0 and loop.time() - opened < self.settings.short_watch:
+            raise KubeError("the watch ended at once, with no event")
+        return events > 0
 
     def _apply(self, event: WatchEvent) -> None:
         if event.type in ("ADDED", "MODIFIED"):

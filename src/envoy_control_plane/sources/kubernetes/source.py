@@ -9,6 +9,7 @@ import random
 from ...config import ClusterConfig
 from ...model import LISTENER_KINDS
 from ...state import World
+from ...text import clip
 from ..status import SourceStatus
 from .backoff import Backoff
 from .client import KubeClient, KubeError, connect
@@ -56,14 +57,22 @@ class KubernetesSource:
             await client.close()
 
     async def _connected(self) -> KubeClient:
+        """A client, once the kubeconfig loads and the credentials come; each new failure is logged once, shown in
+        /debug/sources, and retried with backoff (a kubeconfig Secret may be fixed, a plugin may recover)."""
         backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max, self._rng)
         while True:
             try:
                 return await connect(self.cluster.kubeconfig, self.cluster.context)
             except KubeError as e:
-                if self.status.last_error != str(e):
-                    log.error("%s: %s", self.cluster.name, e)
-                self.status.last_error = str(e)
+                error = str(e)
+                if self.status.last_error != error:
+                    log.error("%s: %s; retrying", self.cluster.name, error)
+            except Exception as e:  # a bug must not end the cluster's source silently
+                error = f"unexpected error connecting: {type(e).__name__}: {clip(str(e))}"
+                if self.status.last_error != error:
+                    log.exception("%s: %s; retrying", self.cluster.name, error)
+            self.status.up, self.status.last_error = False, error
+            self.status.touch()
             await asyncio.sleep(backoff.next())
 
     def _refresh(self, client: KubeClient) -> None:

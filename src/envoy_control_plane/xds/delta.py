@@ -34,12 +34,8 @@ The rules (see XDS_PROTOCOL.md and Envoy's "Incremental xDS" protocol section), 
   it has nothing (a first connection, or a reconnect before anything arrived) is answered even when there is nothing
   to send; a reconnecting client that declares resources has had a response for the type already, and gets nothing
   when nothing changed. A named subscription is always answered through the rule above.
-- Make-before-break: one response per type in flight, and a type waits while an earlier type of PUSH_ORDER
-  (secrets, clusters, endpoints, listeners, routes) has one in flight, with one exception: EDS follows a CDS response
-  without waiting for its ACK. Envoy processes a stream's responses in order, so the EDS response still lands after
-  the clusters; and Envoy holds back its CDS ACK while updated clusters warm (it pauses CDS), which they stop doing
-  only on an EDS response: waiting for that ACK would stall them until Envoy's initial fetch timeout. Listeners wait
-  for both ACKs, so they reach clusters that are warm. After a CDS response carrying an EDS cluster, that cluster's
+- Make-before-break: one response per type in flight, in the order of ordering.py (EDS may follow an unanswered
+  CDS response, nothing else passes an unanswered type). After a CDS response carrying an EDS cluster, that cluster's
   ClusterLoadAssignment is sent again even if unchanged (Envoy finishes warming an updated cluster only on a new EDS
   response; tests/e2e/test_delta.py checks both against Envoy 1.40). Removals last: a cluster is not removed while a
   listener the client has (ACKed or in flight) routes to it, nor an endpoint assignment while a cluster the client has
@@ -70,17 +66,16 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DeltaDiscoveryResponse
 
 from ..text import clip
+from .ordering import HOLDERS, may_send, push_order
 from .resource import Resource, content_hash
 from .stream import MAX_NAMES, ProtocolError, Stream
 from .streams import TypeStatus
-from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, SECRET, WILDCARD_TYPES, label, short
+from .types import CLUSTER, ENDPOINT, WILDCARD_TYPES, label, short
 
 log = logging.getLogger(__name__)
 
 WILDCARD = "*"
 _UNKNOWN = ""  # the version of a resource the client may or may not have applied: any version we send differs
-# Removals of the key type wait while the client holds a resource of a value type that needs the removed name.
-_HOLDERS = {SECRET: (LISTENER, CLUSTER), CLUSTER: (LISTENER,), ENDPOINT: (CLUSTER,)}
 _UNSET = object()
 
 
@@ -109,6 +104,8 @@ class _TypeState:
     fresh: set[str] = field(default_factory=set)  # names to answer whatever the client has
     rejected: dict[str, str | None] = field(default_factory=dict)  # name -> version (None: removal) NACKed
     declared: set[str] = field(default_factory=set)  # names of initial_resource_versions: not removed until complete
+    # For a name whose version the client has is unknown (_UNKNOWN): every Resource it may have, when we know them all.
+    possible: dict[str, tuple[Resource, ...]] = field(default_factory=dict)
     answer: bool = False  # send a response even when empty
     in_flight: _InFlight | None = None
 
@@ -118,6 +115,7 @@ class _TypeState:
     def forget(self, name: str) -> None:
         self.known.pop(name, None)
         self.content.pop(name, None)
+        self.possible.pop(name, None)
         self.fresh.discard(name)
         self.rejected.pop(name, None)
 
@@ -254,7 +252,7 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
             if named and name not in named:
                 self._applied(state, name, resource)
             else:
-                self._rejected(state, name, resource.version, sure=bool(named))
+                self._rejected(state, name, resource, sure=bool(named))
         for name in flight.removed:
             if named and name not in named:
                 self._applied(state, name, None)
@@ -277,6 +275,7 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
     def _applied(self, state: _TypeState, name: str, resource: Resource | None) -> None:
         """The client has this resource now (None: it removed it)."""
         state.rejected.pop(name, None)
+        state.possible.pop(name, None)
         if resource is None or not state.covers(name):
             state.known.pop(name, None)
             state.content.pop(name, None)
@@ -284,13 +283,17 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
             state.known[name] = resource.version
             state.content[name] = resource
 
-    def _rejected(self, state: _TypeState, name: str, version: str | None, sure: bool) -> None:
+    def _rejected(self, state: _TypeState, name: str, resource: Resource | None, sure: bool) -> None:
         """Not sent again until it changes; when not `sure`, what the client has of it is unknown from now on."""
         if not state.covers(name):
             state.forget(name)  # unsubscribed meanwhile: no longer ours to follow
             return
-        state.rejected[name] = version
+        state.rejected[name] = resource.version if resource is not None else None
         if not sure:
+            # It has what it had or what was sent (None: a removal): both are known if we could see what it had.
+            had = state.content.get(name)
+            if had is not None or name not in state.known:
+                state.possible[name] = tuple(r for r in (had, resource) if r is not None)
             state.known[name] = _UNKNOWN
             state.content.pop(name, None)
 
@@ -300,7 +303,7 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
         flight, state.in_flight = state.in_flight, None
         if flight is not None:
             for name, resource in flight.sent.items():
-                self._rejected(state, name, resource.version, sure=False)
+                self._rejected(state, name, resource, sure=False)
             for name in flight.removed:
                 self._rejected(state, name, None, sure=False)
 
@@ -310,21 +313,20 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
     # ---- responses -----------------------------------------------------------------------------------------------
 
     def _responses(self) -> Iterator[DeltaDiscoveryResponse]:
-        order = list(PUSH_ORDER) + sorted(set(self._types) - set(PUSH_ORDER))
-        in_flight: list[str] = []
-        for type_url in order:
+        unanswered: list[str] = []
+        for type_url in push_order(self._types):
             state = self._types.get(type_url)
             if state is None:
                 continue
             if state.in_flight is not None:
-                in_flight.append(type_url)
+                unanswered.append(type_url)
                 continue
-            if in_flight and not (type_url == ENDPOINT and in_flight == [CLUSTER]):
-                return  # later types wait until the earlier ones are answered
+            if not may_send(type_url, unanswered):
+                return  # make-before-break (ordering.py)
             updates, removals = self._changes(type_url, state)
             if updates or removals or state.answer:
                 yield self._response(type_url, state, updates, removals)
-                in_flight.append(type_url)
+                unanswered.append(type_url)
 
     def _changes(self, type_url: str, state: _TypeState) -> tuple[list[Resource], list[str]]:
         """What the client lacks (resources) and has but should not keep (names), with removals held back."""
@@ -359,15 +361,18 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
     def _needed(self, type_url: str) -> Container[str]:
         """Names of this type that a resource the client holds (or is being sent) needs: they are not removed yet."""
         needed: set[str] = set()
-        for holder_type in _HOLDERS.get(type_url, ()):
+        for holder_type in HOLDERS.get(type_url, ()):
             holder = self._types.get(holder_type)
             if holder is None:  # on a reconnect, the client has not said yet what it runs of the holder type
                 if self._types[type_url].declared and self._awaiting_holders():
                     return _EVERYTHING
                 continue
-            if any(n not in holder.content or holder.content[n].version != v for n, v in holder.known.items()):
+            if any(
+                n not in holder.possible and (n not in holder.content or holder.content[n].version != v)
+                for n, v in holder.known.items()
+            ):
                 return _EVERYTHING  # the client has something we cannot see into: it may need anything
-            holding: Iterable[Resource] = holder.content.values()
+            holding: list[Resource] = [*holder.content.values(), *(r for rs in holder.possible.values() for r in rs)]
             if holder.in_flight is not None:
                 holding = [*holding, *holder.in_flight.sent.values()]
             needed.update(name for resource in holding for name in resource.refs)

@@ -10,10 +10,9 @@ The rules (see XDS_PROTOCOL.md) in the order this module applies them:
   what we last sent), when it subscribed names it was not sent, or after a CDS push (a fresh EDS ends warming); a
   named type with no names subscribed gets nothing, and a response in flight to it is not waited for (Envoy does
   not answer responses for a type it no longer watches);
-- one response per type is in flight at a time, and a type waits while an earlier type of PUSH_ORDER is unanswered
-  (make-before-break), with one exception: EDS does not wait for a CDS answer, because Envoy holds its CDS ACK until
-  the new clusters have warmed, and an EDS cluster warms only on an EDS response. A cluster the client's listeners
-  still use stays in CDS until the new LDS is ACKed;
+- one response per type is in flight at a time, in the make-before-break order of ordering.py (EDS may follow an
+  unanswered CDS, nothing else passes an unanswered type). A cluster the client's listeners still use stays in CDS
+  until the new LDS is ACKed;
 - no wait lasts longer than the stream's ack_timeout (stream.py): then the response counts as the client's version,
   and the other types go ahead;
 - a reconnecting client declares a version of LDS and CDS: when it is one the cache remembers (SnapshotCache.recall),
@@ -35,7 +34,8 @@ from .resource import Resource, version_of
 from ..text import clip
 from .stream import MAX_NAMES, ProtocolError, Stream
 from .streams import TypeStatus
-from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, WILDCARD_TYPES, label, short
+from .ordering import may_send, push_order
+from .types import CLUSTER, ENDPOINT, LISTENER, WILDCARD_TYPES, label, short
 
 log = logging.getLogger(__name__)
 
@@ -142,32 +142,27 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
     # ---- responses -----------------------------------------------------------------------------------------------
 
     def _responses(self) -> Iterator[DiscoveryResponse]:
-        order = list(PUSH_ORDER) + sorted(set(self._types) - set(PUSH_ORDER))
-        cds_unanswered = False
-        for type_url in order:
+        unanswered: list[str] = []
+        for type_url in push_order(self._types):
             state = self._types.get(type_url)
             if state is None or not state.subscribed:
                 continue
-            if cds_unanswered and type_url != ENDPOINT:
-                return  # only EDS may pass an unanswered CDS
             if not state.status.wildcard and not state.status.names:
                 state.force = False  # nothing subscribed: Envoy would not even ACK a response
                 continue
             if state.unknown and not self._cache.complete:
                 continue  # the full set would delete what the world has not loaded yet: wait until it has
             if state.pending:
-                if type_url == CLUSTER:
-                    cds_unanswered = True  # Envoy ACKs CDS once its new clusters warm, which takes an EDS response
-                    continue
-                return  # later types wait until this one is answered
+                unanswered.append(type_url)
+                continue
+            if not may_send(type_url, unanswered):
+                return  # make-before-break (ordering.py)
             resources = self._resources(type_url, state)
             version = version_of(resources)
             if not state.force and version == state.known_version:
                 continue
             yield self._response(type_url, state, version, resources)
-            if type_url != CLUSTER:
-                return
-            cds_unanswered = True
+            unanswered.append(type_url)
 
     def _resources(self, type_url: str, state: _TypeState) -> list[Resource]:
         assert self._snapshot is not None

@@ -352,6 +352,19 @@ def test_a_nack_that_names_nothing_resends_each_resource_on_its_next_change(clie
     assert sent(one(client.update(snapshot(app, other)))) == versions(other)
 
 
+def test_after_a_nack_that_names_nothing_unrelated_clusters_are_still_removed(client, cache):
+    """What the client may have of an unknown listener is one of two versions we know: only their clusters wait."""
+    a, b, c = static_cluster("a"), static_cluster("b"), static_cluster("c")
+    l1 = listener("l", "a")
+    cache.set(NODE, snapshot(a, b, c, l1))
+    client.ack(one(client.send(CLUSTER)))
+    client.ack(one(client.send(LISTENER)))
+    l2 = listener("l", "b")
+    assert client.nack(one(client.update(snapshot(a, b, c, l2)), LISTENER), "something went wrong") == []
+    removal = one(client.update(snapshot(b, l2)), CLUSTER)  # "a" may still be used by l's old version; "c" is not
+    assert list(removal.removed_resources) == ["c"]
+
+
 def test_an_unanswered_response_blocks_other_types_only_until_the_ack_timeout(cache, metrics, caplog):
     client = Client(cache, metrics, ack_timeout=0)  # every response is given up on at the next look
     a, x, l1 = eds_cluster("a", service="x"), cla("x"), listener("l", "a")

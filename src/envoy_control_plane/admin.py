@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Sequence
 
@@ -19,9 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .metrics import Metrics
 from .sources.status import SourceStatus
 from .status.conditions import ListenerStatus
-from .text import clip
+from .text import clip, rfc3339
 from .xds.cache import SnapshotCache
-from .xds.resource import Resource
+from .xds.resource import Resource, version_of
 from .xds.stream import MAX_NODE_ID
 from .xds.streams import StreamRegistry
 from .xds.types import SECRET, short
@@ -36,9 +37,11 @@ def make_app(
     sources: Callable[[], Sequence[SourceStatus]],
     listeners: Callable[[], Sequence[ListenerStatus]] = list,
     serving: Callable[[], bool] = lambda: True,
+    debug_remote: bool = False,
 ) -> web.Application:
     """`serving()` says whether xDS is served yet: that is readiness (a source that has not loaded does not make a
-    serving control plane unready; /debug/sources and the source metrics show it)."""
+    serving control plane unready; /debug/sources and the source metrics show it). `/debug/*` answers only loopback
+    clients unless `debug_remote`."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -86,7 +89,20 @@ def make_app(
     async def debug_listeners(_: web.Request) -> web.Response:
         return web.json_response([s.to_json() for s in listeners()])
 
-    app = web.Application()
+    async def debug_syncz(_: web.Request) -> web.Response:
+        return web.json_response(syncz(cache, streams))
+
+    async def debug_index(_: web.Request) -> web.Response:
+        return web.json_response(DEBUG_PAGES)
+
+    @web.middleware
+    async def debug_from_loopback(request: web.Request, handler: Callable) -> web.StreamResponse:
+        if request.path.startswith("/debug") and not debug_remote and not _is_loopback(request.remote):
+            return web.json_response({"error": "debug endpoints answer loopback clients only (admin.debug_remote)"},
+                                     status=403)  # fmt: skip
+        return await handler(request)
+
+    app = web.Application(middlewares=[debug_from_loopback])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
@@ -94,7 +110,54 @@ def make_app(
     app.router.add_get("/debug/snapshot/{node}", debug_snapshot)
     app.router.add_get("/debug/sources", debug_sources)
     app.router.add_get("/debug/listeners", debug_listeners)
+    app.router.add_get("/debug/syncz", debug_syncz)
+    app.router.add_get("/debug", debug_index)
+    app.router.add_get("/debug/", debug_index)
     return app
+
+
+DEBUG_PAGES = {
+    "/debug/nodes": "each connected node, its streams, and per type what was sent, ACKed and NACKed",
+    "/debug/syncz": "one entry per connected Envoy stream: per type the version sent, ACKed and current, in sync or not",
+    "/debug/snapshot/<node-id>": "the resources a node gets, as JSON (private keys redacted)",
+    "/debug/sources": "each source: loaded, up, stale, last error, invalid objects",
+    "/debug/listeners": "every listener with its Accepted and Programmed conditions and endpoints",
+}
+
+
+def syncz(cache: SnapshotCache, streams: StreamRegistry) -> list[dict[str, object]]:
+    """Like Istio's syncz: for each connected stream and type, what was sent, what the Envoy ACKed, and what it would
+    get now. A type is in sync when the ACKed version is the version of what the node's snapshot holds for the
+    names it subscribed (every resource, for a wildcard)."""
+    entries: list[dict[str, object]] = []
+    for node, infos in sorted(streams.by_node().items()):
+        snapshot = cache.get(node)
+        for info in infos:
+            types = {}
+            for type_url, status in sorted(info.types.items()):
+                current = snapshot.of_type(type_url)
+                wanted = current.values() if status.wildcard else [current[n] for n in status.names if n in current]
+                want = version_of(wanted)
+                types[short(type_url)] = {
+                    "sent": status.sent_version,
+                    "acked": status.acked_version,
+                    "current": want,
+                    "in_sync": status.acked_version == want,
+                    "nacks": status.nacks,
+                }
+            entries.append({
+                "node": node, "stream": info.id, "mode": info.mode, "peer": info.peer,
+                "connected": rfc3339(info.opened), "in_sync": all(t["in_sync"] for t in types.values()),
+                "types": types,
+            })  # fmt: skip
+    return entries
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 REDACTED = "[redacted]"

@@ -23,6 +23,7 @@ from .xds.streams import StreamRegistry
 
 if TYPE_CHECKING:
     from .sources.kubernetes import KubernetesSource, WatchSettings
+    from .status.writer import StatusWriter
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,16 @@ class ControlPlane:
 
             settings = watch_settings or WatchSettings()
             self.clusters = [KubernetesSource(c, self.world, settings) for c in config.clusters]
+        self.status_writer: StatusWriter | None = None
+        if config.clusters and config.status.write:
+            from .status.lease import default_identity, own_namespace
+            from .status.writer import StatusWriter
+
+            status = config.status
+            self.status_writer = StatusWriter(
+                config.clusters, self.listener_statuses, status, status.identity or default_identity(), self.metrics,
+                status.lease.namespace or own_namespace(),
+            )
         self.xds_port = 0
         self.serving = False  # xDS is served: what readiness means
         self.admin_port = 0
@@ -82,7 +93,7 @@ class ControlPlane:
         check_port(self.config.xds.address, self.config.xds.port)
         runner, self.admin_port = await start_admin(
             make_app(self.cache, self.streams, self.metrics, self.sources, self.listener_statuses,
-                     serving=lambda: self.serving),
+                     serving=lambda: self.serving, debug_remote=self.config.admin.debug_remote),
             self.config.admin.address,
             self.config.admin.port,
         )
@@ -110,6 +121,8 @@ class ControlPlane:
         )
         self._stoppers.append(lambda: xds.stop(grace=1))
         self.serving = True
+        if self.status_writer is not None:
+            self._tasks.append(asyncio.create_task(self.status_writer.run(), name="status-writer"))
 
     async def _initial_sync(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()

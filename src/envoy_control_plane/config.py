@@ -125,6 +125,9 @@ class XdsConfig(Endpoint):
 
 class AdminConfig(Endpoint):
     port: int = Field(default=18001, ge=1, le=65535)
+    # /debug/* shows every node's configuration and subscriptions: answered only to loopback clients (kubectl
+    # port-forward arrives there) unless this is true. /healthz, /readyz and /metrics answer everyone.
+    debug_remote: bool = False
 
 
 class ClusterConfig(_Strict):
@@ -143,6 +146,41 @@ class ClusterConfig(_Strict):
         return path.expanduser() if path is not None else None
 
 
+class LeaseConfig(_Strict):
+    """The coordination.k8s.io/v1 Lease whose holder, alone among the replicas, writes status and Events."""
+
+    cluster: str | None = None  # the configured cluster that holds it; default: the first
+    # default: the control plane's own namespace (POD_NAMESPACE, or the service account's), else "default"
+    namespace: str | None = Field(default=None, min_length=1, max_length=63)
+    name: str = Field(default="envoy-control-plane", min_length=1, max_length=253)
+    duration_s: float = Field(default=15, ge=1, le=3600)
+    renew_deadline_s: float = Field(default=10, gt=0, le=3600)
+    retry_period_s: float = Field(default=2, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeaseConfig:
+        if not self.retry_period_s < self.renew_deadline_s < self.duration_s:
+            raise ValueError("needs retry_period_s < renew_deadline_s < duration_s")
+        return self
+
+
+class EventsConfig(_Strict):
+    burst: int = Field(default=5, ge=0, le=1000)  # Events per object at once...
+    every_s: float = Field(default=60, gt=0, le=86_400)  # ...then one per this long
+
+
+class StatusConfig(_Strict):
+    """Writing listener status and Events back to the Kubernetes clusters (needs the RBAC in manifests/deploy)."""
+
+    write: bool = True
+    identity: str | None = Field(default=None, min_length=1, max_length=128)  # default: POD_NAME or host, + random
+    interval_s: float = Field(default=1, gt=0, le=60)  # how often conditions are compared with the objects' status
+    resync_s: float = Field(default=300, gt=0, le=86_400)  # re-read every object's status this often
+    startup_grace_s: float = Field(default=10, ge=0, le=600)  # first write after start: Envoys reconnect meanwhile
+    events: EventsConfig = EventsConfig()
+    lease: LeaseConfig = LeaseConfig()
+
+
 class Config(_Strict):
     xds: XdsConfig = XdsConfig()
     admin: AdminConfig = AdminConfig()
@@ -151,6 +189,7 @@ class Config(_Strict):
     # rsync); a ConfigMap's atomic `..data` swap applies at once.
     manifest_delete_grace_s: float = Field(default=1.0, ge=0, le=60)
     clusters: list[ClusterConfig] = []
+    status: StatusConfig = StatusConfig()
     # Where the last good objects are kept across restarts (state.json); None: nothing is written.
     state_dir: Path | None = None
     # Where IngressListeners listen; the original used 0.0.0.0. Tests bind loopback.
@@ -191,6 +230,14 @@ class Config(_Strict):
             if names.count(name) > 1:
                 raise ValueError(f"cluster name {name!r} appears twice")
         return clusters
+
+
+    @model_validator(mode="after")
+    def _lease_cluster_exists(self) -> Config:
+        wanted = self.status.lease.cluster
+        if wanted is not None and wanted not in {c.name for c in self.clusters}:
+            raise ValueError(f"status.lease.cluster {wanted!r} is not a configured cluster")
+        return self
 
 
 def load_config(path: Path) -> Config:

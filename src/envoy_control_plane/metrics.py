@@ -65,3 +65,10 @@ class Metrics:
             "source_synced", "1 once the source has loaded completely (listed every kind) at least once", ["source"]
         )
         self.listener_conflicts = gauge("listener_conflicts", "Listeners rejected for a port or name clash")
+        self.status_leader = gauge("status_leader", "1 while this replica holds the lease and writes status")
+        self.status_patches = counter("status_patches", "Listener status patches written", ["cluster"])
+        self.status_events = counter("status_events", "Kubernetes Events created on listeners", ["cluster"])
+        self.status_events_dropped = counter(
+            "status_events_dropped", "Events not sent: the object's rate limit was reached"
+        )
+        self.status_errors = counter("status_errors", "Rounds of status writes to a cluster that failed", ["cluster"])

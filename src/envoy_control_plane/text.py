@@ -9,6 +9,7 @@ and newlines, so nobody can forge log lines.
 from __future__ import annotations
 
 import reprlib
+from datetime import datetime, timezone
 
 DEFAULT_LIMIT = 200
 
@@ -34,3 +35,10 @@ def clip(text: str, limit: int = DEFAULT_LIMIT) -> str:
     if len(escaped) > limit or cut:
         return escaped[: max(limit - 3, 0)] + "..."
     return escaped
+
+
+def rfc3339(timestamp: float | None) -> str | None:
+    """A Unix time as the admin endpoints show times: RFC 3339 in UTC, to the millisecond."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -4,7 +4,8 @@ plane wired to them.
 - `fake_clusters(name, start=True)`: a FakeKube on a loopback port of its own (chosen up front, so a kubeconfig can be
   written before the server listens and a restart comes back on the same port), with its kubeconfig
 - `start_kube_plane(*clusters, **config)`: the control plane in this process, one KubernetesSource per cluster, with
-  short watch timeouts and backoffs (FAST), returning an InProcessPlane
+  short watch timeouts and backoffs (FAST), returning an InProcessPlane; its status writer is off unless `status=`
+  says otherwise
 - `kpod`, `kingress`, `kegress`: objects as a Kubernetes API server holds them
 
 conftest.py registers the two fixtures for every end-to-end test; every server and control plane started through
@@ -80,6 +81,8 @@ async def start_kube_plane() -> AsyncIterator[Callable[..., Awaitable[InProcessP
     planes: list[ControlPlane] = []
 
     async def start(*clusters: KubeCluster, settings: WatchSettings = FAST, **overrides: Any) -> InProcessPlane:
+        # The status writer stays off unless a test asks for it: it writes to the fake servers and keeps a lease.
+        overrides.setdefault("status", {"write": False})
         config = loopback_config(clusters=[c.config() for c in clusters], **overrides)
         control_plane = ControlPlane(config, settings)
         planes.append(control_plane)

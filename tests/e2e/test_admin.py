@@ -60,6 +60,14 @@ async def test_admin_endpoints_describe_the_connected_envoy(manifests, start_pla
     assert sorted(await envoy.listeners()) == names("LDS")
     assert set(names("CDS")) <= set(await envoy.clusters())
 
+    [sync] = await admin.json("/debug/syncz")
+    assert (sync["node"], sync["mode"], sync["in_sync"]) == ("node-a", "sotw", True), sync
+    assert sync["connected"].endswith("Z") and stream["opened"] == sync["connected"]  # RFC 3339, UTC
+    for xds_type in ("CDS", "EDS", "LDS"):
+        entry = sync["types"][xds_type]
+        assert entry["sent"] == entry["acked"] == entry["current"] == snapshot[xds_type]["version"], entry
+    assert "/debug/syncz" in await admin.json("/debug")
+
     status, body = await admin.get("/debug/snapshot/no-such-node")
     assert status == 404 and "no-such-node" in body
 

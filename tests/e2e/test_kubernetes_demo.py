@@ -222,13 +222,17 @@ def test_the_deployment_is_consistent_with_the_code() -> None:
     config = build_config(yaml.safe_load(config_map["data"]["config.yaml"]), source="configmap")
     assert [(c.name, c.kubeconfig) for c in config.clusters] == [("local", None)]
 
-    # Read-only RBAC, covering every kind the source lists and watches.
+    # RBAC reads every kind the source lists and watches; it writes only what the status writer writes.
     rules = docs[("ClusterRole", "envoy-control-plane")]["rules"]
     granted = {(group, resource): set(rule["verbs"]) for rule in rules
                for group in rule["apiGroups"] for resource in rule["resources"]}
     wanted = {(r.api_version.rpartition("/")[0], r.plural) for r in RESOURCES}
-    assert set(granted) == wanted
-    assert all(verbs == {"get", "list", "watch"} for verbs in granted.values()), granted
+    assert {key for key, verbs in granted.items() if verbs == {"get", "list", "watch"}} == wanted
+    written = {key: verbs for key, verbs in granted.items() if key not in wanted}
+    listeners = {(r.api_version.rpartition("/")[0], f"{r.plural}/status") for r in RESOURCES if r.kind != "Pod"}
+    assert written == {**{key: {"get", "patch"} for key in listeners}, ("", "events"): {"create"}}
+    lease = docs[("Role", "envoy-control-plane-lease")]
+    assert lease["rules"][0]["resources"] == ["leases"] and lease["metadata"]["namespace"] == "envoy-control-plane"
 
     # The pod serves on the config's ports, probed on the admin port: /readyz waits for the first lists.
     [container] = docs[("Deployment", "envoy-control-plane")]["spec"]["template"]["spec"]["containers"]

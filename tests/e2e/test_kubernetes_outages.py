@@ -3,9 +3,14 @@ whose API server goes away mid-stream keeps its pods in Envoy (stale) until it a
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from .harness import free_port, settle, wait_until
+from envoy_control_plane.app import ControlPlane
+from envoy_control_plane.sources.kubernetes import WatchSettings
+
+from .harness import PlaneAdmin, free_port, loopback_config, settle, wait_until
 from .kube_fixtures import (
     kegress,
     kpod,
@@ -120,3 +125,23 @@ async def test_an_api_server_restart_drops_no_endpoint_and_updates_resume(
     # And later updates keep flowing.
     aws.kube.set_pod_ready("default", "b", False)
     await reaches(listen, {"c", "g"})
+
+
+async def test_readiness_waits_for_xds_to_be_served_then_ignores_clusters_that_cannot_be_reached(fake_clusters):
+    """Not ready while xDS waits for the first lists (up to initial_sync_timeout_s), ready from when it is served."""
+    gcp = await fake_clusters("gcp", start=False)  # nobody listens there
+    config = loopback_config(clusters=[gcp.config()], xds={"address": "127.0.0.1", "initial_sync_timeout_s": 1.5})
+    plane = ControlPlane(config, WatchSettings(connect_timeout=0.2, backoff_initial=0.02, backoff_max=0.1))
+    starting = asyncio.create_task(plane.start())
+    try:
+        await wait_until(lambda: plane.admin_port != 0, what="the admin port")
+        admin = PlaneAdmin(plane.admin_port)
+        assert await admin.get("/readyz") == (503, "waiting for sources: gcp\n")
+        assert not starting.done()
+        await starting  # the timeout passes: xDS is served without gcp
+        assert plane.xds_port != 0
+        assert await admin.get("/readyz") == (200, "ready; not loaded yet: gcp\n")
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await plane.stop()

@@ -9,9 +9,9 @@ import asyncio
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -21,7 +21,7 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, Disc
 from envoy_control_plane.bootstrap import XdsClientTls
 from cryptography import x509
 
-from envoy_control_plane.xds.types import LISTENER
+from envoy_control_plane.xds.types import LISTENER, SECRET
 
 from .harness import ManifestDir, free_port, ingress, wait_until
 from .harness.certs import CA, Leaf
@@ -133,18 +133,21 @@ async def tls_plane(manifests, start_plane, pki):
     return await start_plane(xds={"address": "127.0.0.1", "debounce_ms": 10, "tls": pki.plane_tls()})
 
 
-async def first_response(port: int, pki: Pki, node: str, delta: bool, leaf: str | None) -> AsyncIterator:
-    """Open an ADS stream for `node` presenting `leaf` (None: no client certificate) and read one response."""
+async def first_response(
+    port: int, pki: Pki, node: str, delta: bool, leaf: str | None, type_url: str = LISTENER
+) -> Any:
+    """Open an ADS stream for `node` presenting `leaf` (None: no client certificate), ask for `type_url` (wildcard)
+    and read one response."""
     key, cert = (pki.leaves[leaf].key_pem, pki.leaves[leaf].cert_pem) if leaf else (None, None)
     credentials = grpc.ssl_channel_credentials(pki.ca.pem, key, cert)
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
         if delta:
             call = stub.DeltaAggregatedResources()
-            request = DeltaDiscoveryRequest(type_url=LISTENER)
+            request = DeltaDiscoveryRequest(type_url=type_url)
         else:
             call = stub.StreamAggregatedResources()
-            request = DiscoveryRequest(type_url=LISTENER)
+            request = DiscoveryRequest(type_url=type_url)
         request.node.id = node
         await call.write(request)
         try:
@@ -157,11 +160,12 @@ async def first_response(port: int, pki: Pki, node: str, delta: bool, leaf: str 
 async def test_a_stream_may_ask_only_for_the_node_its_certificate_names(tls_plane, pki, delta):
     mine = await first_response(tls_plane.xds_port, pki, "node-a", delta, "node-a")
     assert len(mine.resources) == 1
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await first_response(tls_plane.xds_port, pki, "node-c", delta, "node-a")
-    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "node-c" in refused.value.details()
-    assert await tls_plane.admin.metric("xds_streams_denied_total") == 1
+    for type_url in (LISTENER, SECRET):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await first_response(tls_plane.xds_port, pki, "node-c", delta, "node-a", type_url)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "node-c" in refused.value.details()
+    assert await tls_plane.admin.metric("xds_streams_denied_total") == 2
 
 
 @pytest.mark.parametrize("leaf", [None, "foreign"], ids=["no-client-cert", "another-ca"])

@@ -16,6 +16,9 @@ class ResourceType:
     short_names: tuple[str, ...] = ()
     field_selectors: tuple[str, ...] = ("metadata.name", "metadata.namespace")
     namespaced: bool = True
+    # With a status subresource, writes to the object leave its status alone and writes to /status change only it
+    # (subresources.py); the fake keeps pods without one, so tests may still set a pod's status with a PUT.
+    status_subresource: bool = False
 
     @property
     def api_version(self) -> str:
@@ -41,13 +44,24 @@ POD = ResourceType(
     "", "v1", "Pod", "pods", ("po",),
     ("metadata.name", "metadata.namespace", "status.phase", "spec.nodeName"),
 )
-INGRESS_LISTENER = ResourceType("ingresslistener.envoy.uw.systems", "v1alpha1", "IngressListener", "ingresslisteners")
-EGRESS_LISTENER = ResourceType("egresslistener.envoy.uw.systems", "v1alpha1", "EgressListener", "egresslisteners")
+INGRESS_LISTENER = ResourceType(
+    "ingresslistener.envoy.uw.systems", "v1alpha1", "IngressListener", "ingresslisteners", status_subresource=True
+)
+EGRESS_LISTENER = ResourceType(
+    "egresslistener.envoy.uw.systems", "v1alpha1", "EgressListener", "egresslisteners", status_subresource=True
+)
 CRD = ResourceType(
     "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", ("crd", "crds"),
     ("metadata.name",), namespaced=False,
 )
-RESOURCE_TYPES = (POD, INGRESS_LISTENER, EGRESS_LISTENER, CRD)
+EVENT = ResourceType(
+    "", "v1", "Event", "events", ("ev",),
+    ("metadata.name", "metadata.namespace", "involvedObject.kind", "involvedObject.namespace",
+     "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+     "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"),
+)
+LEASE = ResourceType("coordination.k8s.io", "v1", "Lease", "leases")
+RESOURCE_TYPES = (POD, INGRESS_LISTENER, EGRESS_LISTENER, CRD, EVENT, LEASE)
 
 
 def by_path(group: str, version: str, plural: str) -> ResourceType | None:
@@ -62,6 +76,14 @@ def by_kind(kind: str) -> ResourceType:
         if rtype.kind == kind:
             return rtype
     raise KeyError(f"the fake serves no kind {kind!r}")
+
+
+def status_api_resource(rtype: ResourceType) -> list[dict]:
+    """How discovery lists a status subresource (`ingresslisteners/status`), as the real server does."""
+    if not rtype.status_subresource:
+        return []
+    return [{"name": f"{rtype.plural}/status", "singularName": "", "namespaced": True, "kind": rtype.kind,
+             "verbs": ["get", "patch", "update"]}]
 
 
 def version_info() -> dict:
@@ -103,5 +125,5 @@ def resource_list(group: str, version: str) -> dict | None:
         return None
     return {
         "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": types[0].api_version,
-        "resources": [rt.api_resource() for rt in types],
+        "resources": [r for rt in types for r in (rt.api_resource(), *status_api_resource(rt))],
     }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import crds, openapi, resources
+from . import crds, openapi, resources, subresources
 from .patches import merge_patch
 from .access import Authenticator, Throttle, rfc3339
 from .paging import Pager
@@ -67,6 +68,7 @@ class FakeKube:
         self._failures: list[int] = []
         self._unserved: set[ResourceType] = set()
         self._pager = Pager()
+        self.requests: list[tuple[str, str]] = []  # (method, path and query) of every request, in order
         self._watch_answer: str | None = None  # "expired" or "empty": how every watch is answered (see cues)
 
     @property
@@ -205,6 +207,7 @@ class FakeKube:
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors])
         app.router.add_get("/fakekube/token", self._issue_token)
+        app.router.add_get("/fakekube/client-certificate", self._issue_certificate)
         # Discovery paths are asked for with and without a trailing slash (kubernetes_asyncio adds one).
         for path in ("/version", "/api", "/api/{version}", "/apis", "/apis/{group}", "/apis/{group}/{version}"):
             app.router.add_get(path, self._discovery)
@@ -214,19 +217,20 @@ class FakeKube:
             app.router.add_route("*", prefix + "/{plural}/{name}", self._item)  # cluster-scoped
             app.router.add_route("*", prefix + "/namespaces/{ns}/{plural}", self._collection)
             app.router.add_route("*", prefix + "/namespaces/{ns}/{plural}/{name}", self._item)
+            app.router.add_route("*", prefix + "/namespaces/{ns}/{plural}/{name}/status", self._status_item)
         app.router.add_get("/openapi/v3", self._openapi)
         app.router.add_get("/openapi/v3/{gv:.+}", self._openapi)
         return app
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append((request.method, request.path_qs))
         try:
             if self._failures:
                 code = self._failures.pop()
                 raise ApiError(code, f"injected failure ({len(self._failures)} more to come)")
             if not request.path.startswith("/fakekube/"):
-                if not self._client_certificate(request):
-                    self.auth.check(request.headers.get("Authorization"))
+                self.auth.check(request.headers.get("Authorization"), self._client_certificate(request))
                 self.throttle.check()
             return await handler(request)
         except ApiError as err:
@@ -236,10 +240,12 @@ class FakeKube:
         except web.HTTPMethodNotAllowed:
             return _status(ApiError(405, f"the server does not allow this method ({request.method})"))
 
-    def _client_certificate(self, request: web.Request) -> bool:
-        """Whether the request came with a client certificate of the server's CA (the TLS layer verified it)."""
+    def _client_certificate(self, request: web.Request) -> str | None:
+        """The CN of the request's client certificate, which the TLS layer verified against the server's CA."""
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-        return ssl_object is not None and ssl_object.getpeercert() is not None and bool(ssl_object.getpeercert())
+        peer = ssl_object.getpeercert() if ssl_object is not None else None
+        names = [value for rdn in (peer or {}).get("subject", ()) for key, value in rdn if key == "commonName"]
+        return names[0] if names else None
 
     async def _issue_token(self, request: web.Request) -> web.Response:
         """For the test credential plugin: a new token, the only one accepted from now on (see access.py)."""
@@ -248,6 +254,20 @@ class FakeKube:
         body: dict[str, Any] = {"token": token}
         if expires is not None:
             body["expirationTimestamp"] = rfc3339(expires)
+        return web.json_response(body)
+
+    async def _issue_certificate(self, request: web.Request) -> web.Response:
+        """For the test credential plugin: a new client certificate, the only one accepted from now on."""
+        if self.tls is None:
+            raise ApiError(404, "the fake serves client certificates only with tls=True")
+        lifetime = float(request.query["lifetime"]) if "lifetime" in request.query else None
+        self.auth.issued += 1
+        name = f"exec-{self.auth.issued}"
+        issued = self.tls.ca.issue(name, server=False)
+        self.auth.accept_certificate(name, lifetime)
+        body: dict[str, Any] = {"name": name, "cert": issued.cert.decode(), "key": issued.key.decode()}
+        if lifetime is not None:
+            body["expirationTimestamp"] = rfc3339(time.time() + lifetime)
         return web.json_response(body)
 
     async def _discovery(self, request: web.Request) -> web.Response:
@@ -271,7 +291,7 @@ class FakeKube:
         rtype, namespace = self._resource_type(request), request.match_info.get("ns")
         if request.method == "POST" and (namespace is not None or not rtype.namespaced):
             namespace = namespace or ""
-            obj = self._admit(request, rtype, await _body(request))
+            obj = self._admit(request, rtype, subresources.on_create(rtype, await _body(request)))
             return web.json_response(self.store.create(rtype, namespace, obj), status=201)
         if request.method != "GET":
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
@@ -294,7 +314,14 @@ class FakeKube:
             page = [{k: v for k, v in item.items() if k not in ("kind", "apiVersion")} for item in page]
         return {"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version, "metadata": meta, "items": page}
 
-    async def _item(self, request: web.Request) -> web.Response:
+    async def _status_item(self, request: web.Request) -> web.Response:
+        if not self._resource_type(request).status_subresource:
+            raise ApiError(404, "the server could not find the requested resource")
+        if request.method not in ("GET", "PUT", "PATCH"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "PATCH"])
+        return await self._item(request, subresources.STATUS)
+
+    async def _item(self, request: web.Request, subresource: str | None = None) -> web.Response:
         rtype, info = self._resource_type(request), request.match_info
         namespace, name = info.get("ns", ""), info["name"]
         if rtype.namespaced != bool(namespace):
@@ -302,7 +329,8 @@ class FakeKube:
         if request.method == "GET":
             return web.json_response(self.store.get(rtype, namespace, name))
         if request.method == "PUT":
-            obj = self._admit(request, rtype, await _body(request))
+            current = self.store.get(rtype, namespace, name)
+            obj = self._admit(request, rtype, subresources.scoped(rtype, subresource, current, await _body(request)))
             return web.json_response(self.store.replace(rtype, namespace, name, obj))
         if request.method == "PATCH":
             kind = _PATCH_TYPES.get(request.content_type)
@@ -310,11 +338,12 @@ class FakeKube:
                 raise ApiError(415, f"the body of the request was in an unknown format: {request.content_type}")
             body = await _body(request)
             exists = self.store.exists(rtype, namespace, name)
-            if kind != "apply" and not exists:
+            if (kind != "apply" or subresource) and not exists:
                 self.store.get(rtype, namespace, name)  # 404
             if exists:  # the object as the patch makes it, admitted, then written
-                patched = merge_patch(self.store.get(rtype, namespace, name), body, kind != "merge")
-                obj = self._admit(request, rtype, patched)
+                current = self.store.get(rtype, namespace, name)
+                patched = merge_patch(current, body, kind != "merge")
+                obj = self._admit(request, rtype, subresources.scoped(rtype, subresource, current, patched))
                 return web.json_response(self.store.replace(rtype, namespace, name, obj))
             obj = self._admit(request, rtype, merge_patch({"metadata": {"name": name}}, body))
             return web.json_response(self.store.create(rtype, namespace, obj))

@@ -54,13 +54,14 @@ async def next_events(stream: watch.Watch, count: int) -> list[dict]:
 
 async def test_discovery_documents_name_the_served_types(api: client.ApiClient) -> None:
     core = await client.CoreV1Api(api).get_api_resources()
-    assert [(r.name, r.kind, r.namespaced) for r in core.resources] == [("pods", "Pod", True)]
+    assert [(r.name, r.kind, r.namespaced) for r in core.resources] == [("pods", "Pod", True), ("events", "Event", True)]
     assert "watch" in core.resources[0].verbs
     groups = await client.ApisApi(api).get_api_versions()
     assert {g.name for g in groups.groups} == {
-        "ingresslistener.envoy.uw.systems", "egresslistener.envoy.uw.systems", "apiextensions.k8s.io"}
+        "ingresslistener.envoy.uw.systems", "egresslistener.envoy.uw.systems", "apiextensions.k8s.io",
+        "coordination.k8s.io"}
     listeners = await client.CustomObjectsApi(api).get_api_resources(*IL)
-    assert [r.name for r in listeners.resources] == ["ingresslisteners"]
+    assert [r.name for r in listeners.resources] == ["ingresslisteners", "ingresslisteners/status"]
     assert (await client.VersionApi(api).get_code()).major == "1"
 
 

@@ -182,7 +182,7 @@ async def test_openapi_v3_names_each_kind_with_its_patch_parameters() -> None:
         status, _, root = await call(kube, "GET", "/openapi/v3")
         assert status == 200 and set(root["paths"]) == {
             "api/v1", "apis/apiextensions.k8s.io/v1", "apis/egresslistener.envoy.uw.systems/v1alpha1",
-            "apis/ingresslistener.envoy.uw.systems/v1alpha1"}
+            "apis/ingresslistener.envoy.uw.systems/v1alpha1", "apis/coordination.k8s.io/v1"}
         url = root["paths"]["apis/egresslistener.envoy.uw.systems/v1alpha1"]["serverRelativeURL"]
         status, _, doc = await call(kube, "GET", url)
         patch = doc["paths"][EGRESS.replace("/default/", "/{namespace}/") + "/{name}"]["patch"]

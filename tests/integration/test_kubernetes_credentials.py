@@ -20,6 +20,7 @@ from envoy_control_plane.config import ClusterConfig
 from envoy_control_plane.sources.kubernetes import KubernetesSource, WatchSettings
 from envoy_control_plane.state import World
 from tests.fakekube import FakeKube
+from tests.fakekube.oidc_issuer import FakeIssuer
 
 from tests.integration.kube_helpers import eventually, pod
 
@@ -31,11 +32,12 @@ PLUGIN = Path(__file__).resolve().parents[1] / "fakekube" / "credential_plugin.p
 
 
 
-def exec_user(lifetime: float, runs: Path) -> dict:
-    """A kubeconfig user whose token comes from the test credential plugin, living `lifetime` seconds."""
+def exec_user(lifetime: float, runs: Path, kind: str = "token") -> dict:
+    """A kubeconfig user whose token (or client certificate) comes from the test credential plugin, living
+    `lifetime` seconds."""
     return {"exec": {
         "apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,
-        "args": ["-I", str(PLUGIN), str(lifetime), str(runs)], "provideClusterInfo": True, "interactiveMode": "Never",
+        "args": ["-I", str(PLUGIN), kind, str(lifetime), str(runs)], "provideClusterInfo": True, "interactiveMode": "Never",
     }}
 
 
@@ -81,6 +83,43 @@ async def test_expiring_exec_tokens_are_renewed_and_watches_resume(kube: FakeKub
         assert len(runs.read_text().split()) >= 3
         assert relists(source) == {"Pod": 1, "IngressListener": 1, "EgressListener": 1}  # resumed, never relisted
         await eventually(lambda: source.status.up and source.status.last_error is None, "healthy again")
+
+
+async def test_expiring_exec_client_certificates_are_renewed_and_the_client_reconnects(tmp_path: Path) -> None:
+    async with FakeKube(bookmark_interval=0.05, tls=True) as kube:
+        kube.auth.require()  # no token: only the client certificate the plugin got last, until it expires
+        runs = tmp_path / "runs"
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kc", user=exec_user(1, runs, kind="cert"))
+        async with running(kubeconfig) as (source, world):
+            await eventually(lambda: source.status.synced and source.status.up, "the first list")
+            for i in range(2):
+                issued = kube.auth.issued
+                await eventually(lambda: kube.auth.issued > issued or not kube.auth.accepts_any_certificate(),
+                                 "the certificate expires")
+                kube.upsert(pod(f"p{i}", f"10.0.0.{i + 1}"))
+                kube.drop_watches()
+                await eventually(lambda: f"10.0.0.{i + 1}" in world.endpoints("backend"), f"pod p{i} after renewal")
+            assert len(runs.read_text().split()) >= 3
+            assert relists(source) == {"Pod": 1, "IngressListener": 1, "EgressListener": 1}
+
+
+async def test_an_expiring_oidc_id_token_is_refreshed(kube: FakeKube, tmp_path: Path) -> None:
+    kube.auth.require()
+    async with FakeIssuer(kube.auth, lifetime=1) as issuer:
+        config = {"idp-issuer-url": issuer.url, "client-id": "kubernetes", "id-token": issuer.id_token(),
+                  "refresh-token": issuer.refresh_token}
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kc", user={"auth-provider": {"name": "oidc", "config": config}})
+        async with running(kubeconfig) as (source, world):
+            await eventually(lambda: source.status.synced and source.status.up, "the first list")
+            for i in range(2):
+                refreshes = issuer.refreshes
+                await eventually(lambda: issuer.refreshes > refreshes or not kube.auth.accepts_any(),
+                                 "the ID token expires")
+                kube.upsert(pod(f"p{i}", f"10.0.0.{i + 1}"))
+                kube.drop_watches()
+                await eventually(lambda: f"10.0.0.{i + 1}" in world.endpoints("backend"), f"pod p{i} after refresh")
+            assert issuer.refreshes >= 2  # each with the refresh token the one before returned
+            assert relists(source) == {"Pod": 1, "IngressListener": 1, "EgressListener": 1}
 
 
 async def test_a_401_reruns_the_plugin_and_the_request_succeeds(kube: FakeKube, tmp_path: Path) -> None:
@@ -170,6 +209,12 @@ BAD_KUBECONFIGS = {
         "current-context: c\ncontexts: [{name: c, context: {cluster: x}}]\n"
         "clusters: [{name: x, cluster: {server: 5}}]\n",
         "clusters[x].cluster.server: must be a string, not int",
+    ),
+    "an auth provider kubectl dropped": (
+        "current-context: c\ncontexts: [{name: c, context: {cluster: x, user: u}}]\n"
+        "clusters: [{name: x, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {auth-provider: {name: gcp}}}]\n",
+        "users[u].user.auth-provider.name: 'gcp' is not supported",
     ),
     "bad base64": (
         "current-context: c\ncontexts: [{name: c, context: {cluster: x}}]\n"

@@ -59,7 +59,10 @@ def test_crd(plural: str, group: str, kind: str, required: list[str], optional: 
     assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
     assert version["subresources"] == {"status": {}}
     schema = version["schema"]["openAPIV3Schema"]["properties"]
-    assert schema["status"]["x-kubernetes-preserve-unknown-fields"] is True
+    status = schema["status"]["properties"]
+    assert status["endpoints"]["type"] == "integer"
+    condition = status["conditions"]["items"]["properties"]
+    assert {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"} <= condition.keys()
     fields = schema["spec"]["properties"]
     assert schema["spec"]["required"] == required
     assert sorted(fields) == sorted(required + optional)
@@ -71,10 +74,14 @@ def test_crd(plural: str, group: str, kind: str, required: list[str], optional: 
     assert fields["layer"]["enum"] == ["tcp", "http"]
     assert fields["tls"]["required"] == ["secret"]
     printed = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
-    assert list(printed) == ["Node", "Listen port", "Target port", *columns, "Age"]
+    assert list(printed) == ["Node", "Listen port", "Target port", *columns, "Accepted", "Programmed", "Endpoints",
+                             "Age"]
     assert printed["Age"] == ".metadata.creationTimestamp"
+    assert printed["Accepted"] == '.status.conditions[?(@.type=="Accepted")].status'
+    assert printed["Programmed"] == '.status.conditions[?(@.type=="Programmed")].status'
+    assert printed["Endpoints"] == ".status.endpoints"
     for name, path in printed.items():
-        assert name == "Age" or path.removeprefix(".spec.").split(".")[0] in fields
+        assert path.startswith((".metadata.", ".status.")) or path.removeprefix(".spec.").split(".")[0] in fields
 
 
 def test_examples_parse_with_our_model() -> None:
@@ -91,15 +98,32 @@ def test_examples_parse_with_our_model() -> None:
     }
 
 
-def test_cluster_role_only_reads_what_the_control_plane_watches() -> None:
+def test_cluster_role_reads_what_the_control_plane_watches_and_writes_only_status_and_events() -> None:
     rules = one("deploy", "ClusterRole")["rules"]
-    assert all(set(rule["verbs"]) <= READ_ONLY for rule in rules)
-    granted = {(group, resource) for rule in rules for group in rule["apiGroups"] for resource in rule["resources"]}
-    assert granted == {
+    granted = {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    reads = {(g, r) for g, r, v in granted if v in READ_ONLY and not r.endswith("/status")}
+    assert reads == {
         ("", "pods"),
         ("ingresslistener.envoy.uw.systems", "ingresslisteners"),
         ("egresslistener.envoy.uw.systems", "egresslisteners"),
     }
+    assert {(g, r, v) for g, r, v in granted if v not in READ_ONLY} == {
+        ("ingresslistener.envoy.uw.systems", "ingresslisteners/status", "patch"),
+        ("egresslistener.envoy.uw.systems", "egresslisteners/status", "patch"),
+        ("", "events", "create"),
+    }
+
+
+def test_the_lease_role_lives_in_the_control_planes_namespace() -> None:
+    role, binding = one("deploy", "Role"), one("deploy", "RoleBinding")
+    namespace = one("deploy", "Namespace")["metadata"]["name"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == namespace
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "verbs": ["get", "create", "update"]}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": one("deploy", "ServiceAccount")["metadata"]["name"],
+                                    "namespace": namespace}]
 
 
 def test_binding_ties_the_role_to_the_deployments_service_account() -> None:

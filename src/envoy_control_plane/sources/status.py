@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..model import LISTENER_KINDS, ObjectRef, generation_of
+from ..text import rfc3339
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class SourceStatus:
             "up": self.up,
             "stale": self.stale,
             "last_error": self.last_error,
-            "last_change": self.last_change,
+            "last_change": rfc3339(self.last_change),
             "problems": self.all_problems(),
             **self.detail,
         }

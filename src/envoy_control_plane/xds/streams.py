@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..text import clip
+from ..text import clip, rfc3339
 from .types import short
 
 
@@ -53,7 +53,7 @@ class StreamInfo:
             "stream": self.id,
             "mode": self.mode,
             "peer": self.peer,
-            "opened": self.opened,
+            "opened": rfc3339(self.opened),
             "types": {short(t): s.to_json() for t, s in sorted(self.types.items())},
         }
 

@@ -1,7 +1,8 @@
 """The one module that talks to Kubernetes API servers, through kubernetes_asyncio.
 
-It offers what the reflectors need and nothing else: paged lists and watch streams of plain dicts (no model classes:
-parsing is `model.parse_object`'s job, and deserialising every pod into a V1Pod costs CPU for nothing). Every failure,
+It offers what the reflectors need: paged lists and watch streams of plain dicts (no model classes: parsing is
+`model.parse_object`'s job, and deserialising every pod into a V1Pod costs CPU for nothing); and the few writes the
+status writer makes (get, create, update, JSON merge patch), with plain dicts too. Every failure,
 whether HTTP, connection, timeout, credentials or a watch's ERROR event, comes out as one exception type, `KubeError`.
 
 The kubeconfig is read by kubeconfig.py, not by kubernetes_asyncio (no temp files, clear errors); the bearer token
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
@@ -59,6 +61,11 @@ class Resource:
         base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
         return f"{base}/namespaces/{namespace}/{self.plural}" if namespace else f"{base}/{self.plural}"
 
+    def item_path(self, namespace: str, name: str, subresource: str = "") -> str:
+        """One object's path (or its subresource's: "status"); names are quoted, so none can change the path."""
+        path = f"{self.path(namespace)}/{quote(name, safe='')}"
+        return f"{path}/{subresource}" if subresource else path
+
 
 @dataclass(frozen=True)
 class ListResult:
@@ -83,7 +90,9 @@ def _errors(what: str) -> Iterator[None]:
         yield
     except CredentialsError as e:
         raise KubeError(f"{what}: credentials: {e}") from e
-    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError, RuntimeError) as e:
+        # RuntimeError: "Session is closed", a request that started on a client replaced meanwhile (a new exec
+        # client certificate): it is retried like a broken connection.
         raise KubeError(f"{what}: {type(e).__name__}: {e}".rstrip(": ")) from e
 
 
@@ -142,27 +151,47 @@ class WatchStream:
 
 
 class KubeClient:
-    def __init__(self, api: k8s_client.ApiClient, credentials: Credentials | None = None) -> None:
-        self._api = api
+    def __init__(self, access: kubeconfig.ClusterAccess, credentials: Credentials) -> None:
+        self.access = access
         self.credentials = credentials
+        self._tls = self._client_tls()
+        self._api = _api_client(access, credentials, self._tls)
+
+    def _client_tls(self) -> tuple[bytes | None, bytes | None]:
+        """The client certificate and key to connect with: the exec plugin's, else the kubeconfig's."""
+        return self.credentials.exec_cert or (self.access.client_cert, self.access.client_key)
+
+    async def _current(self) -> k8s_client.ApiClient:
+        """The API client, rebuilt first when the exec plugin renewed the client certificate (open watches on the
+        old connections end, and resume from their resourceVersion)."""
+        if self.credentials.access.exec is not None:
+            await self.credentials.header()  # renews an expired certificate; a token is renewed per request anyway
+            if self._client_tls() != self._tls:
+                old, self._tls = self._api, self._client_tls()
+                self._api = _api_client(self.access, self.credentials, self._tls)
+                await old.close()
+        return self._api
 
     @property
     def server(self) -> str:
         return str(self._api.configuration.host)
 
-    async def _get(
-        self, path: str, params: dict[str, str], timeout: aiohttp.ClientTimeout
+    async def _request(
+        self, method: str, path: str, params: dict[str, str], timeout: aiohttp.ClientTimeout,
+        body: dict[str, Any] | None = None, content_type: str = "application/json",
     ) -> aiohttp.ClientResponse:
-        """GET, answered 2xx, or KubeError. A 401 renews refreshable credentials and tries once more."""
-        what = f"GET {path}"
+        """A request answered 2xx, or KubeError. A 401 renews refreshable credentials and tries once more."""
+        what = f"{method} {path}"
         credentials = self.credentials
         for attempt in range(2):
             generation = credentials.generation if credentials else 0
             with _errors(what):
-                response = await self._api.call_api(
-                    path, "GET", query_params=[(k, v) for k, v in params.items() if v],
-                    header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
-                    response_types_map={}, _preload_content=False, _request_timeout=timeout,
+                api = await self._current()
+                response = await api.call_api(
+                    path, method, query_params=[(k, v) for k, v in params.items() if v],
+                    header_params={"Accept": "application/json", "Content-Type": content_type}, body=body,
+                    auth_settings=["BearerToken"], response_types_map={}, _preload_content=False,
+                    _request_timeout=timeout,
                 )
             if response.status < 300:
                 return response
@@ -179,6 +208,38 @@ class KubeClient:
                 body = {"message": text[:200]}
             raise _status_error(body, response.status, retry_after)
         raise AssertionError("unreachable")
+
+    async def _get(
+        self, path: str, params: dict[str, str], timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        return await self._request("GET", path, params, timeout)
+
+    async def _json(
+        self, method: str, path: str, timeout: float, body: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        response = await self._request(method, path, {}, aiohttp.ClientTimeout(total=timeout), body, content_type)
+        with _errors(f"{method} {path}"):
+            answer = await response.json()
+        return answer if isinstance(answer, dict) else {}
+
+    # Writes: only the status writer (status/) uses them, and only while it holds the lease.
+
+    async def get(self, path: str, *, timeout: float) -> dict[str, Any]:
+        """One object (or a list), as a plain dict."""
+        return await self._json("GET", path, timeout)
+
+    async def create(self, path: str, body: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+        """POST `body` to a collection; 409 AlreadyExists comes out as KubeError with code 409."""
+        return await self._json("POST", path, timeout, body)
+
+    async def update(self, path: str, body: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+        """PUT `body`; with `metadata.resourceVersion` set, a stale one fails with 409 Conflict."""
+        return await self._json("PUT", path, timeout, body)
+
+    async def patch(self, path: str, patch: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386): keys set to None are removed, lists are replaced whole."""
+        return await self._json("PATCH", path, timeout, patch, "application/merge-patch+json")
     async def list(
         self, resource: Resource, namespace: str | None, *, field_selector: str = "", page_size: int, timeout: float
     ) -> ListResult:
@@ -225,26 +286,33 @@ async def connect(path: Path | None, context: str | None) -> KubeClient:
         raise KubeError(f"cannot load credentials from {source}: {e}") from e
     credentials = Credentials(access, reload=None if path is None else lambda: kubeconfig.load(path, context))
     try:
-        header = await credentials.header()
+        await credentials.header()
     except CredentialsError as e:
         raise KubeError(f"cannot get credentials for {access.server} from {source}: {e}") from e
+    try:
+        return KubeClient(access, credentials)
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        raise KubeError(f"cannot use the TLS material from {source}: {type(e).__name__}: {e}") from e
+
+
+def _api_client(
+    access: kubeconfig.ClusterAccess, credentials: Credentials, client_tls: tuple[bytes | None, bytes | None]
+) -> k8s_client.ApiClient:
+    """A kubernetes_asyncio client whose requests carry the credentials' current Authorization header, with a TLS
+    context built from memory (no file is written: the root filesystem may be read-only)."""
     configuration = k8s_client.Configuration(host=access.server)
     configuration.verify_ssl = not access.insecure
     configuration.tls_server_name = access.tls_server_name
     configuration.proxy = access.proxy_url
-    if header is not None:
-        configuration.api_key["BearerToken"] = header
+    if credentials.obtained_header is not None:  # a user without a token (a client certificate) sends none
+        configuration.api_key["BearerToken"] = credentials.obtained_header
 
-        async def renew(config: k8s_client.Configuration) -> None:  # kubernetes_asyncio calls it before a request
+        async def authorize(config: k8s_client.Configuration) -> None:  # called before every request
             config.api_key["BearerToken"] = await credentials.header() or ""
 
-        configuration.refresh_api_key_hook = renew
-    cert, key = credentials.exec_cert or (access.client_cert, access.client_key)
-    try:
-        with memory_files(access.ca, cert, key) as (ca_file, cert_file, key_file):
-            configuration.ssl_ca_cert, configuration.cert_file, configuration.key_file = ca_file, cert_file, key_file
-            api = k8s_client.ApiClient(configuration)  # builds its SSL context from the files, now
-    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-        raise KubeError(f"cannot use the TLS material from {source}: {type(e).__name__}: {e}") from e
+        configuration.refresh_api_key_hook = authorize
+    with memory_files(access.ca, *client_tls) as (ca_file, cert_file, key_file):
+        configuration.ssl_ca_cert, configuration.cert_file, configuration.key_file = ca_file, cert_file, key_file
+        api = k8s_client.ApiClient(configuration)  # builds its SSL context from the files, now
     configuration.ssl_ca_cert = configuration.cert_file = configuration.key_file = None
-    return KubeClient(api, credentials)
+    return api

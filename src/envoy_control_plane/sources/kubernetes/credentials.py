@@ -1,7 +1,10 @@
 """The Authorization header for an API server, kept fresh as client-go keeps it.
 
-- An exec plugin is run when there is no token yet, when its `expirationTimestamp` has passed, and after a 401;
+- An exec plugin is run when there is no token (or client certificate) yet, when its `expirationTimestamp` has
+  passed, and after a 401; a new client certificate makes the client reconnect with it (client.py);
 - a token file (the pod's service account token, which kubelet rotates) is re-read every minute and after a 401;
+- an OIDC ID token (auth-provider oidc) is renewed with its refresh token once its `exp` has passed, and after a 401
+  (oidc.py);
 - a token written in the kubeconfig is read again from the kubeconfig file after a 401 (a mounted Secret that an
   outside job refreshes);
 - basic auth never changes.
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ...text import clip, quote
+from . import oidc
 from .kubeconfig import MAX_FILE_BYTES, ClusterAccess, ExecConfig, KubeconfigError, read_bytes
 
 log = logging.getLogger(__name__)
@@ -57,13 +61,20 @@ class Credentials:
         self._lock = asyncio.Lock()
         self.generation = 0  # counts the headers obtained; a 401 names the one it refused
         self.refreshes = 0  # plugin runs and token file reads after the first
-        self.exec_cert: tuple[bytes, bytes] | None = None  # a client certificate from the plugin's first answer
+        self.exec_cert: tuple[bytes, bytes] | None = None  # the client certificate and key the plugin gave last
+        self._refresh_token = access.oidc.refresh_token if access.oidc else None  # the newest one
+
+    @property
+    def obtained_header(self) -> str | None:
+        """The header obtained last, without renewing it."""
+        return self._header
 
     @property
     def refreshable(self) -> bool:
         """Whether asking again may give another header (a 401 is worth one retry)."""
         a = self.access
-        return a.exec is not None or a.token_file is not None or (a.token is not None and self._reload is not None)
+        return (a.exec is not None or a.token_file is not None or self._refresh_token is not None
+                or (a.token is not None and self._reload is not None))
 
     async def header(self) -> str | None:
         """The Authorization header value, renewed first if it expired; None when the user has no token."""
@@ -92,9 +103,11 @@ class Credentials:
                 if result.client_cert is None or result.client_key is None:
                     raise CredentialsError(f"exec plugin {quote(access.exec.command)}: no token and no certificate")
                 self.exec_cert = result.client_cert, result.client_key
-                self._header, self._expires = None, None
+                self._header, self._expires = None, result.expires
             else:
                 self._header, self._expires = f"Bearer {result.token}", result.expires
+        elif access.oidc is not None:
+            await self._renew_oidc(first)
         elif access.token_file is not None:
             try:
                 token = read_bytes(access.token_file, "token file").decode().strip()
@@ -118,6 +131,22 @@ class Credentials:
         if not first:
             self.refreshes += 1
             log.info("%s: credentials renewed", access.source)
+
+
+    async def _renew_oidc(self, first: bool) -> None:
+        config = self.access.oidc
+        assert config is not None
+        try:
+            token = config.id_token if first else None
+            expires = oidc.expiry(token) if token else None
+            if token is None or (expires is not None and self._clock() >= expires):
+                if self._refresh_token is None:
+                    raise CredentialsError("oidc: the id-token expired, and there is no refresh-token")
+                tokens = await oidc.refresh(config, self._refresh_token)
+                token, expires, self._refresh_token = tokens.id_token, tokens.expires, tokens.refresh_token
+        except oidc.OidcError as e:
+            raise CredentialsError(f"oidc: {e}") from None
+        self._header, self._expires = f"Bearer {token}", expires
 
 
 def _exec_info(spec: ExecConfig, access: ClusterAccess) -> str:

@@ -3,7 +3,7 @@
 kubernetes_asyncio's loader is not used: it writes embedded certificates to temp files (no writable /tmp under a
 read-only root filesystem), fails on a malformed file with bare assertions, and has no answer to an expired token but
 a timer. Here a kubeconfig becomes a `ClusterAccess`: the server, the TLS material as bytes, and where the credentials
-come from (a token, a token file, an exec plugin, basic auth); `credentials.py` turns that into a bearer token and
+come from (a token, a token file, an exec plugin, an OIDC provider, basic auth); `credentials.py` turns that into a bearer token and
 refreshes it, `client.py` into a connection. Relative paths (files, an exec command with a slash) are relative to the
 kubeconfig's directory, as client-go reads them.
 """
@@ -41,6 +41,18 @@ class ExecConfig:
 
 
 @dataclass(frozen=True)
+class OidcConfig:
+    """users[].user.auth-provider with name oidc: an ID token, and how to get a new one (a refresh token)."""
+
+    issuer: str | None  # idp-issuer-url
+    client_id: str | None
+    client_secret: str | None = field(default=None, repr=False)
+    id_token: str | None = field(default=None, repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    ca: bytes | None = None  # idp-certificate-authority(-data), PEM
+
+
+@dataclass(frozen=True)
 class ClusterAccess:
     """How to reach and authenticate to one API server."""
 
@@ -55,6 +67,7 @@ class ClusterAccess:
     token: str | None = None
     token_file: Path | None = None
     exec: ExecConfig | None = None
+    oidc: OidcConfig | None = None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
 
@@ -168,10 +181,7 @@ class _Reader:
         assert server is not None
         if not server.startswith(("https://", "http://")):
             raise self.fail(f"{cw}.server", f"must be an http(s) URL, not {quote(server)}")
-        if "auth-provider" in user:
-            provider = self.mapping(user["auth-provider"], f"{uw}.auth-provider").get("name")
-            raise self.fail(f"{uw}.auth-provider", f"{quote(provider)} is not supported (kubectl dropped auth providers"
-                                                   " in 1.26): use its exec plugin (kubelogin, gke-gcloud-auth-plugin)")
+        oidc = self.auth_provider(user["auth-provider"], f"{uw}.auth-provider") if "auth-provider" in user else None
         token_file = self.string(user, "tokenFile", uw)
         cert, key = self.material(user, "client-certificate", uw), self.material(user, "client-key", uw)
         if (cert is None) != (key is None):
@@ -186,9 +196,30 @@ class _Reader:
             token=self.string(user, "token", uw),
             token_file=None if token_file is None else self.base / token_file,
             exec=self.exec(user.get("exec"), f"{uw}.exec") if "exec" in user else None,
+            oidc=oidc,
             username=self.string(user, "username", uw),
             password=self.string(user, "password", uw),
         )
+
+    def auth_provider(self, value: Any, where: str) -> OidcConfig:
+        provider = self.mapping(value, where)
+        name = provider.get("name")
+        if name != "oidc":
+            raise self.fail(f"{where}.name", f"{quote(name)} is not supported (the gcp and azure providers left kubectl"
+                                             " in 1.26): use their exec plugins (gke-gcloud-auth-plugin, kubelogin)")
+        config = self.mapping(provider.get("config"), f"{where}.config")
+        cw = f"{where}.config"
+        oidc = OidcConfig(
+            issuer=self.string(config, "idp-issuer-url", cw), client_id=self.string(config, "client-id", cw),
+            client_secret=self.string(config, "client-secret", cw), id_token=self.string(config, "id-token", cw),
+            refresh_token=self.string(config, "refresh-token", cw),
+            ca=self.material(config, "idp-certificate-authority", cw),
+        )
+        if oidc.id_token is None and oidc.refresh_token is None:
+            raise self.fail(cw, "neither id-token nor refresh-token")
+        if oidc.refresh_token is not None and (oidc.issuer is None or oidc.client_id is None):
+            raise self.fail(cw, "refresh-token needs idp-issuer-url and client-id")
+        return oidc
 
     def exec(self, value: Any, where: str) -> ExecConfig:
         spec = self.mapping(value, where)

@@ -14,7 +14,10 @@ from .controller import Controller
 from .metrics import Metrics
 from .sources.manifests import ManifestSource
 from .sources.status import SourceStatus
+from .model import ObjectRef
 from .state import World
+from .statefile import SavedState, StateKeeper
+from .text import quote
 from .status.conditions import ListenerStatus, listener_statuses
 from .translate.node import Addresses
 from .xds.cache import SnapshotCache
@@ -63,6 +66,9 @@ class ControlPlane:
                 config.clusters, self.listener_statuses, status, status.identity or default_identity(), self.metrics,
                 status.lease.namespace or own_namespace(),
             )
+        self.keeper = StateKeeper(config.state_dir, self.world, self._origin) if config.state_dir else None
+        self._restored: set[str] = set()  # sources whose last objects came from the state file
+        self._keeping = False  # the state file is written from the World (only once the World was loaded)
         self.xds_port = 0
         self.serving = False  # xDS is served: what readiness means
         self.admin_port = 0
@@ -80,13 +86,16 @@ class ControlPlane:
             status.listener_problems = by_source.get(status.name, [])
 
     def listener_statuses(self) -> list[ListenerStatus]:
-        return listener_statuses(self.world, self.sources(), self.cache, self.streams)
+        return listener_statuses(
+            self.world, self.sources(), self.cache, self.streams, self.controller.listener_problems()
+        )
 
     async def start(self) -> None:
-        """Start the sources and admin, wait for the sources' first load, then serve xDS.
+        """Restore the state file, start the sources and admin, wait for the sources' first load, then serve xDS.
 
         xDS waits because an Envoy that reconnects to a fresh process would otherwise be sent a world that is still
-        loading, and remove what it runs. A source that does not load within `xds.initial_sync_timeout_s` (a cluster
+        loading, and remove what it runs. A source whose objects the state file restored does not hold xDS up (the
+        World serves them until it loads); one that does not load within `xds.initial_sync_timeout_s` (a cluster
         that cannot be reached) stops holding up the others. Returns once both servers listen. Raises OSError at once
         when the xDS port is taken (another instance), before any source starts.
         """
@@ -98,8 +107,11 @@ class ControlPlane:
             self.config.admin.port,
         )
         self._stoppers.append(runner.cleanup)
+        if self.keeper:
+            self.keeper.prepare()
+            self._restore(self.keeper.read())
         if self.manifests:
-            self.manifests.load()
+            await self.manifests.reload()
             self._tasks.append(asyncio.create_task(self.manifests.watch(), name="manifest-watch"))
         for cluster in self.clusters:
             self._tasks.append(asyncio.create_task(cluster.run(), name=f"cluster-{cluster.cluster.name}"))
@@ -110,6 +122,9 @@ class ControlPlane:
             self.cache.set_complete()
         else:
             self._tasks.append(asyncio.create_task(self._complete_when_synced(), name="world-complete"))
+        if self.keeper:
+            self._tasks.append(asyncio.create_task(self.keeper.run(), name="state-file"))
+            self._keeping = True
         xds, self.xds_port = await start_xds_server(
             self.config.xds.address,
             self.config.xds.port,
@@ -127,7 +142,7 @@ class ControlPlane:
     async def _initial_sync(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while waiting := [s.name for s in self.sources() if not s.synced]:
+        while waiting := [s.name for s in self.sources() if not s.synced and s.name not in self._restored]:
             if loop.time() >= deadline:
                 log.warning("serving xDS without sources that have not loaded in %.0fs: %s", timeout, ", ".join(waiting))
                 return
@@ -146,6 +161,26 @@ class ControlPlane:
         self.cache.set_complete()
         log.info("every source has loaded: removals reach reconnected Envoys again")
 
+    def _restore(self, saved: SavedState) -> None:
+        """Seed each source, and the World with each cluster's objects, from what the state file kept.
+
+        Manifests load before xDS serves anything; they need only the versions of objects that are invalid now."""
+        clusters = {c.status.name: c for c in self.clusters}
+        for name, items in saved.items():
+            if self.manifests and name == self.manifests.status.name:
+                self.manifests.seed(items)
+            elif name in clusters:
+                objects = [obj for obj in (item.parse() for item in items) if obj is not None]
+                clusters[name].seed(objects)
+                self.world.replace(name, objects)
+                self._restored.add(name)
+            else:
+                log.info("state file: source %s is not configured any more; its objects are dropped", quote(name))
+
+    def _origin(self, source: str, ref: ObjectRef) -> str | None:
+        manifests = self.manifests
+        return manifests.origin(ref) if manifests and source == manifests.status.name else None
+
     async def stop(self) -> None:
         self.serving = False
         for task in self._tasks:
@@ -153,6 +188,8 @@ class ControlPlane:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.keeper and self._keeping:
+            await self.keeper.save()  # what changed since the last write
         for stop in reversed(self._stoppers):
             await stop()
         self._tasks.clear()

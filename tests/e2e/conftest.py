@@ -4,7 +4,8 @@ All are factories, so a test decides what to start and when:
 - `manifests`: the watched directory (ManifestDir), written before or after the control plane starts
 - `start_plane(**config)`: the control plane in this process (ports chosen by the kernel; keyword arguments override
   config keys), returning an InProcessPlane
-- `start_plane_process()`: the control plane as `envoy-control-plane run` (fixed ports, can be killed and restarted)
+- `start_plane_process(**config)`: the control plane as `envoy-control-plane run` (fixed ports, can be killed and
+  restarted; keyword arguments add config keys)
 - `start_envoy(node_id, xds_port, delta=False, tls=None)`: a real Envoy (SotW or delta xDS; mTLS to the control plane
   with `tls`), returned once it is LIVE (has its initial config)
 - `backends({name: ip})`: TCP servers on one port across loopback IPs, each answering its name
@@ -18,6 +19,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,11 +68,11 @@ async def start_plane(manifests: ManifestDir) -> AsyncIterator[Callable[..., Awa
 @pytest.fixture
 async def start_plane_process(
     tmp_path: Path, manifests: ManifestDir, request: pytest.FixtureRequest
-) -> AsyncIterator[Callable[[], Awaitable[PlaneProcess]]]:
+) -> AsyncIterator[Callable[..., Awaitable[PlaneProcess]]]:
     processes: list[PlaneProcess] = []
 
-    async def start() -> PlaneProcess:
-        process = PlaneProcess(tmp_path, manifests.path)
+    async def start(**config: Any) -> PlaneProcess:
+        process = PlaneProcess(tmp_path, manifests.path, **config)
         processes.append(process)
         return await process.start()
 

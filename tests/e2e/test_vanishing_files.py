@@ -8,8 +8,8 @@ import os
 import pytest
 import yaml
 
-from .harness import egress, free_port, ingress, pod, settle, talk, talk_many, wait_until
-from .harness.manifests import configmap_update
+from .harness import egress, free_port, pod, settle, talk, talk_many, wait_until
+from .harness.manifests import configmap_update, write_egress_and_ingress
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -20,9 +20,7 @@ async def test_a_directory_emptied_briefly_removes_nothing_and_a_real_deletion_l
     pods = await backends({"a": "127.0.0.2"})
     app = (await backends({"app": "127.0.0.1"}))["app"]
     egress_port, ingress_port = free_port(), free_port()
-    manifests.write("pods.yaml", pod("a", "127.0.0.2", "backends"))
-    manifests.write("egress.yaml", egress("backends", "node-a", egress_port, pods.port, "backends"))
-    manifests.write("ingress.yaml", ingress("app", "node-a", ingress_port, app.port, rbacallowcluster="backends"))
+    write_egress_and_ingress(manifests, pods.port, app.port, egress_port, ingress_port)
     plane = await start_plane(manifest_delete_grace_s=3)
     envoy = await start_envoy("node-a", plane.xds_port)
     await plane.admin.wait_in_sync("node-a")

@@ -216,6 +216,13 @@ BAD_KUBECONFIGS = {
         "users: [{name: u, user: {auth-provider: {name: gcp}}}]\n",
         "users[u].user.auth-provider.name: 'gcp' is not supported",
     ),
+    "an interactive plugin": (
+        "current-context: c\ncontexts: [{name: c, context: {cluster: x, user: u}}]\n"
+        "clusters: [{name: x, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {exec: {command: login, apiVersion: client.authentication.k8s.io/v1, "
+        "interactiveMode: Always}}}]\n",
+        "users[u].user.exec.interactiveMode: Always: a control plane has no terminal",
+    ),
     "bad base64": (
         "current-context: c\ncontexts: [{name: c, context: {cluster: x}}]\n"
         "clusters: [{name: x, cluster: {server: 'https://127.0.0.1:1', certificate-authority-data: '%%%'}}]\n",

@@ -170,6 +170,7 @@ def test_config_map_holds_a_valid_config_for_the_local_cluster() -> None:
     assert raw == {
         "xds": {"address": "0.0.0.0", "port": 18000},
         "admin": {"address": "0.0.0.0", "port": 18001},
+        "state_dir": "/var/lib/envoy-control-plane",
         "clusters": [{"name": "local"}],
     }
     config = build_config(raw)
@@ -186,6 +187,11 @@ def test_deployment_runs_the_config_from_the_config_map_and_probes_admin() -> No
     [mount] = [m for m in container["volumeMounts"] if Path(command[3]).parent == Path(m["mountPath"])]
     [volume] = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    # state_dir on a writable volume of the pod's own (the root filesystem is read-only)
+    state_dir = yaml.safe_load(config_map["data"]["config.yaml"])["state_dir"]
+    [state] = [m for m in container["volumeMounts"] if m["mountPath"] == state_dir]
+    assert not state.get("readOnly")
+    assert [v for v in template["spec"]["volumes"] if v["name"] == state["name"]][0]["emptyDir"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"xds": 18000, "admin": 18001}
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):

@@ -104,3 +104,13 @@ def configmap_update(directory: Path, version: str, files: dict[str, str]) -> No
         for name in os.listdir(directory / old):
             os.unlink(directory / old / name)
         os.rmdir(directory / old)
+
+
+def write_egress_and_ingress(
+    manifests: ManifestDir, pod_port: int, app_port: int, egress_port: int, ingress_port: int
+) -> None:
+    """Node node-a with two listeners in files of their own: egress_backends (to pod `a`, 127.0.0.2, on `pod_port`;
+    pods.yaml, egress.yaml) and ingress_app (to `app_port`, admitting the pods of `backends`; ingress.yaml)."""
+    manifests.write("pods.yaml", pod("a", "127.0.0.2", "backends"))
+    manifests.write("egress.yaml", egress("backends", "node-a", egress_port, pod_port, "backends"))
+    manifests.write("ingress.yaml", ingress("app", "node-a", ingress_port, app_port, rbacallowcluster="backends"))

@@ -87,7 +87,8 @@ def plane_command() -> str:
 class PlaneProcess:
     """`envoy-control-plane run --config FILE` with fixed ports, so a restart comes back where Envoy looks for it."""
 
-    def __init__(self, workdir: Path, manifests: Path) -> None:
+    def __init__(self, workdir: Path, manifests: Path, **extra: Any) -> None:
+        """`extra`: more config keys (state_dir, ...)."""
         self.dir = workdir / "plane"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.xds_port = free_port()
@@ -99,6 +100,7 @@ class PlaneProcess:
             "admin": {"address": "127.0.0.1", "port": self.admin_port},
             "manifests": [str(manifests)],
             "ingress_address": "127.0.0.1",
+            **extra,
         }
         self.config_path.write_text(yaml.safe_dump(config))
         self.admin = PlaneAdmin(self.admin_port)

@@ -97,8 +97,8 @@ async def test_a_plugin_that_fails_or_hangs_is_a_credentials_error(tmp_path: Pat
     hanging = plugin(tmp_path, "import time\ntime.sleep(30)\n")
     with pytest.raises(CredentialsError, match="no answer in 0.3s"):
         await run_exec(hanging, access, timeout=0.3)
-    missing = ExecConfig(str(tmp_path / "nowhere"), (), (), V1)
-    with pytest.raises(CredentialsError, match="cannot run"):
+    missing = ExecConfig(str(tmp_path / "nowhere"), (), (), V1, install_hint="install it with: brew install it")
+    with pytest.raises(CredentialsError, match=r"cannot run: No such file or directory \(install it with: brew"):
         await run_exec(missing, access)
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import yaml
 
-from envoy_control_plane.model import ObjectRef
+from envoy_control_plane.model import ObjectRef, parse_object
 from envoy_control_plane.sources.manifests import ManifestSource
 from envoy_control_plane.state import World
 from tests.e2e.harness.manifests import configmap_update
-from tests.unit.objects import egress_doc, pod_doc
+from tests.unit.objects import egress_doc, ingress_doc, pod_doc
 
 
 class RecordingWorld(World):
@@ -182,3 +182,22 @@ def test_a_change_outside_the_named_paths_reads_everything_again(tmp_path):
     write(named, pod_doc("a", "web", "10.0.0.2"))
     source.apply_changes([tmp_path / "elsewhere"])
     assert ("replace", "manifests") in world.calls and world.endpoints("web") == ("10.0.0.2",)
+
+
+def test_the_first_load_keeps_saved_versions_of_objects_invalid_now_and_of_files_that_do_not_parse(tmp_path):
+    from envoy_control_plane.statefile import Saved, encode
+
+    good_in = parse_object(ingress_doc("in", "n", 8080, 8081))
+    good_pod = parse_object(pod_doc("p1", "web", "10.0.0.1"))
+    gone = parse_object(pod_doc("gone", "web", "10.0.0.9"))
+    write(tmp_path / "l.yaml", ingress_doc("in", "n", 70000, 8081), egress_doc("out", "n", 9090, 80, "web"))
+    (tmp_path / "p.yaml").write_text("kind: Pod\n  bad: [indent\n")
+    saved = [Saved(str(o.ref), encode(o), str(tmp_path / f)) for o, f in ((good_in, "l.yaml"), (good_pod, "p.yaml"))]
+    saved.append(Saved(str(gone.ref), encode(gone), str(tmp_path / "l.yaml")))
+    world = World()
+    source = ManifestSource([tmp_path], world)
+    source.seed(saved)
+    source.load()
+    assert sorted(listener.spec.listenport for listener in world.listeners("n").accepted) == [8080, 9090]
+    assert world.endpoints("web") == ("10.0.0.1",)
+    assert len(source.status.problems) == 2

@@ -22,7 +22,6 @@ def check(**fields):
         "timeout": "1s",
         "interval": "5s",
         "noTrafficInterval": "5s",
-        "initialJitter": "1s",
         "intervalJitterPercent": 10,
         "unhealthyThreshold": 3,
         "healthyThreshold": 2,
@@ -56,7 +55,7 @@ def outlier(**fields):
                              "healthyThreshold": 4}},
             {
                 "healthChecks": [check(timeout="0.250s", interval="0.500s", noTrafficInterval="0.500s",
-                                       initialJitter="0.500s", unhealthyThreshold=1, healthyThreshold=4,
+                                       unhealthyThreshold=1, healthyThreshold=4,
                                        tcpHealthCheck={})],
                 "ignoreHealthOnHostRemoval": True,
                 **NO_PANIC,

@@ -29,6 +29,8 @@ from .memfiles import memory_files
 
 RETRY_AFTER_MAX = 300.0  # a Retry-After longer than this is read as this
 
+from ...text import clip
+
 
 class KubeError(Exception):
     """A failed request or watch; `code` is the HTTP status (or the Status code of a watch ERROR event), None when
@@ -80,7 +82,9 @@ class WatchEvent:
 
     @property
     def resource_version(self) -> str | None:
-        return (self.object.get("metadata") or {}).get("resourceVersion")
+        meta = self.object.get("metadata") if isinstance(self.object, dict) else None
+        version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        return version if isinstance(version, str) else None
 
 
 @contextlib.contextmanager
@@ -142,9 +146,11 @@ class WatchStream:
     def _event(self, line: bytes | bytearray) -> WatchEvent:
         with _errors(self._what):
             event = json.loads(line)
+        if not isinstance(event, dict):
+            raise KubeError(f"{self._what}: not a watch event: {clip(line.decode(errors='replace'))}")
         if event.get("type") == "ERROR":
             raise _status_error(event.get("object"), 500)
-        return WatchEvent(event.get("type", ""), event.get("object") or {})
+        return WatchEvent(str(event.get("type", "")), event.get("object") or {})
 
     async def close(self) -> None:
         self._response.release()

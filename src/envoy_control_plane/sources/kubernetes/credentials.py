@@ -173,7 +173,8 @@ async def run_exec(spec: ExecConfig, access: ClusterAccess, timeout: float = EXE
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
     except OSError as e:
-        raise CredentialsError(f"{what}: cannot run: {e.strerror or e}") from None
+        hint = f" ({clip(spec.install_hint.strip())})" if spec.install_hint else ""
+        raise CredentialsError(f"{what}: cannot run: {e.strerror or e}{hint}") from None
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:

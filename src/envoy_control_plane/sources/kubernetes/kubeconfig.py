@@ -38,6 +38,7 @@ class ExecConfig:
     env: tuple[tuple[str, str], ...] = ()
     api_version: str = "client.authentication.k8s.io/v1"
     provide_cluster_info: bool = False
+    install_hint: str | None = None  # shown when the command cannot be run
 
 
 @dataclass(frozen=True)
@@ -246,5 +247,7 @@ class _Reader:
         assert api_version is not None
         if not api_version.startswith("client.authentication.k8s.io/"):
             raise self.fail(f"{where}.apiVersion", f"not a client.authentication.k8s.io version: {quote(api_version)}")
+        if spec.get("interactiveMode") == "Always":
+            raise self.fail(f"{where}.interactiveMode", "Always: a control plane has no terminal to ask on")
         return ExecConfig(command, tuple(args), tuple(pairs), api_version,
-                          self.flag(spec, "provideClusterInfo", where))
+                          self.flag(spec, "provideClusterInfo", where), self.string(spec, "installHint", where))

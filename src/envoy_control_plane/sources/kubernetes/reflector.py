@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ...model import API_VERSIONS, KubeObject, ObjectError, ObjectRef, parse_object
+from ...model import API_VERSIONS, KubeObject, ObjectError, ObjectRef, UnnamedError, identify, parse_object
 from ...state import World
+from ...text import clip, quote
 from ..status import InvalidObject
 from .backoff import Backoff
 from .client import KubeClient, KubeError, Resource, WatchEvent
@@ -140,11 +141,10 @@ class Reflector:
                 self._set_absent(e)
                 return False
             raise
-        defaults = {"kind": self.resource.kind, "apiVersion": self.resource.api_version}  # lists may omit them
         objects: dict[ObjectRef, KubeObject] = {}
         problems: dict[ObjectRef, InvalidObject] = {}
         for item in listed.items:
-            ref, obj, problem = self._parse({**defaults, **item})
+            ref, obj, problem = self._parse(item)
             if problem is not None:
                 problems[ref] = problem
                 obj = self.known.get(ref)  # an object that turned invalid keeps its last good version
@@ -198,26 +198,43 @@ class Reflector:
                 self._clear_problem(ref)
                 self.world.upsert(self.source, obj)
         elif event.type == "DELETED":
-            ref = self._ref(event.object)
-            self.known.pop(ref, None)
-            self._clear_problem(ref)
-            self.world.delete(self.source, ref)
+            try:
+                ref = identify(self.resource.kind, event.object)
+            except UnnamedError as e:
+                log.warning("%s: ignoring the deletion of an object without a usable name: %s", self.source, e)
+            else:
+                self.known.pop(ref, None)
+                self._clear_problem(ref)
+                self.world.delete(self.source, ref)
         elif event.type != "BOOKMARK":
-            log.debug("%s: %s: ignoring a watch event of type %r", self.source, self.resource.kind, event.type)
+            log.debug("%s: %s: ignoring a watch event of type %s", self.source, self.resource.kind, quote(event.type))
         if event.resource_version:
             self.resource_version = event.resource_version
         self._on_change()
 
-    def _ref(self, doc: dict[str, Any]) -> ObjectRef:
-        meta = doc.get("metadata") or {}
-        return ObjectRef(self.resource.kind, str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+    def _parse(self, doc: Any) -> tuple[ObjectRef, KubeObject | None, InvalidObject | None]:
+        """The object, or the problem with it (keyed by its ref; all unnamed ones of the kind share one key).
 
-    def _parse(self, doc: dict[str, Any]) -> tuple[ObjectRef, KubeObject | None, InvalidObject | None]:
-        ref = self._ref(doc)
+        Whatever the server sends, nothing raises: one malformed object must not stop the others' updates.
+        """
+        kind = self.resource.kind
+        if isinstance(doc, dict):
+            doc = {"kind": kind, "apiVersion": self.resource.api_version, **doc}  # lists may omit them
         try:
-            return ref, parse_object(doc), None
+            obj = parse_object(doc)
+            if obj is not None and obj.ref.kind != kind:
+                raise ObjectError(str(obj.ref), "kind", f"sent as a {kind}")
+            return identify(kind, doc), obj, None
+        except UnnamedError as e:
+            unnamed = ObjectRef(kind, "", "(unnamed)")
+            return unnamed, None, InvalidObject(unnamed, str(e))
         except ObjectError as e:
+            ref = identify(kind, doc)
             return ref, None, InvalidObject.of(ref, doc, str(e))
+        except Exception as e:  # parse_object raises only ObjectError: a bug, which must not stop the watch
+            log.exception("%s: %s: unexpected error while parsing an object", self.source, kind)
+            unparsed = ObjectRef(kind, "", "(unparsed)")
+            return unparsed, None, InvalidObject(unparsed, f"{kind}: cannot parse: {type(e).__name__}: {clip(str(e))}")
 
     def _set_problems(self, problems: dict[ObjectRef, InvalidObject]) -> None:
         for ref, problem in problems.items():

@@ -7,9 +7,9 @@ import logging
 import random
 
 from ...config import ClusterConfig
-from ...model import LISTENER_KINDS
+from ...model import LISTENER_KINDS, KubeObject, ObjectRef
 from ...state import World
-from ...text import clip
+from ...text import clip, redact_url
 from ..status import SourceStatus
 from .backoff import Backoff
 from .client import KubeClient, KubeError, connect
@@ -40,6 +40,13 @@ class KubernetesSource:
         self.status = SourceStatus(name=cluster.name, kind="kubernetes", detail=self._detail(None, []))
         self._rng = rng or random.Random()
         self._reflectors: list[Reflector] = []
+        self._seeded: dict[ObjectRef, KubeObject] = {}
+
+    def seed(self, objects: list[KubeObject]) -> None:
+        """The objects this cluster gave before a restart (the state file): each reflector starts knowing them, so
+        an object invalid now keeps its saved version, and the World serves them until the cluster is listed."""
+        self._seeded = {obj.ref: obj for obj in objects}
+        self.status.stale = bool(objects)
 
     async def run(self) -> None:
         """Connect (retrying with backoff), then list and watch every kind, until cancelled."""
@@ -50,6 +57,10 @@ class KubernetesSource:
                           lambda: self._refresh(client), self._rng)
                 for resource in RESOURCES
             ]
+            for reflector in self._reflectors:
+                kind = reflector.resource.kind
+                reflector.known = {ref: obj for ref, obj in self._seeded.items() if ref.kind == kind}
+            self._seeded = {}
             async with asyncio.TaskGroup() as group:
                 for reflector in self._reflectors:
                     group.create_task(reflector.run(), name=f"{self.cluster.name}-{reflector.resource.plural}")
@@ -80,17 +91,17 @@ class KubernetesSource:
         reflectors, status = self._reflectors, self.status
         status.synced = all(r.listed for r in reflectors)
         status.up = all(r.up for r in reflectors)
-        status.stale = any(r.listed and not r.up for r in reflectors)
+        status.stale = any((r.listed or r.known) and not r.up for r in reflectors)  # known: restored at start
         status.last_error = next((r.last_error for r in reflectors if r.last_error), None)
         status.problems = sorted(problem.message for r in reflectors for problem in r.problems.values())
         status.invalid = {ref: problem for r in reflectors for ref, problem in r.problems.items()
-                          if ref.kind in LISTENER_KINDS}
+                          if ref.kind in LISTENER_KINDS and ref.namespace}  # an unnamed one has no status to set
         status.detail = self._detail(client, reflectors)
         status.touch()
 
     def _detail(self, client: KubeClient | None, reflectors: list[Reflector]) -> dict[str, object]:
         return {
-            "server": client.server if client else None,
+            "server": redact_url(client.server) if client else None,  # a kubeconfig may embed user:pass@
             "namespace": self.cluster.namespace,
             "kinds": {r.resource.kind: r.to_json() for r in reflectors},
         }

@@ -124,7 +124,8 @@ class ControlPlane:
         xds, self.xds_port = await start_xds_server(
             self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams, self.config.xds.tls
         )
-        self._stoppers.append(lambda: xds.stop(grace=1))
+        # No grace: open streams are closed at once, so that Envoys move to another replica now, not when we exit.
+        self._stoppers.append(lambda: xds.stop(grace=None))
         self.serving = True
         if self.status_writer is not None:
             self._tasks.append(asyncio.create_task(self.status_writer.run(), name="status-writer"))
@@ -159,7 +160,10 @@ class ControlPlane:
         return manifests.origin(ref) if manifests and source == manifests.status.name else None
 
     async def stop(self) -> None:
+        """Stop serving first (xDS, then admin), then the sources and the controller."""
         self.serving = False
+        for stop in reversed(self._stoppers):
+            await stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -167,7 +171,5 @@ class ControlPlane:
                 await task
         if self.keeper and self._keeping:
             await self.keeper.save()  # what changed since the last write
-        for stop in reversed(self._stoppers):
-            await stop()
         self._tasks.clear()
         self._stoppers.clear()

@@ -134,7 +134,8 @@ class ControlPlane:
             self.config.xds.tls,
             self.config.xds.ack_timeout_s,
         )
-        self._stoppers.append(lambda: xds.stop(grace=1))
+        # No grace: open streams are closed at once, so that Envoys move to another replica now, not when we exit.
+        self._stoppers.append(lambda: xds.stop(grace=None))
         self.serving = True
         if self.status_writer is not None:
             self._tasks.append(asyncio.create_task(self.status_writer.run(), name="status-writer"))
@@ -182,7 +183,10 @@ class ControlPlane:
         return manifests.origin(ref) if manifests and source == manifests.status.name else None
 
     async def stop(self) -> None:
+        """Stop serving first (xDS, then admin), then the sources and the controller."""
         self.serving = False
+        for stop in reversed(self._stoppers):
+            await stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -190,7 +194,5 @@ class ControlPlane:
                 await task
         if self.keeper and self._keeping:
             await self.keeper.save()  # what changed since the last write
-        for stop in reversed(self._stoppers):
-            await stop()
         self._tasks.clear()
         self._stoppers.clear()

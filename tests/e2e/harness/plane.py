@@ -87,9 +87,9 @@ def plane_command() -> str:
 class PlaneProcess:
     """`envoy-control-plane run --config FILE` with fixed ports, so a restart comes back where Envoy looks for it."""
 
-    def __init__(self, workdir: Path, manifests: Path, **extra: Any) -> None:
-        """`extra`: more config keys (state_dir, ...)."""
-        self.dir = workdir / "plane"
+    def __init__(self, workdir: Path, manifests: Path, name: str = "plane", **extra: Any) -> None:
+        """`name` names its directory (several may run); `extra`: more config keys (state_dir, ...)."""
+        self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.xds_port = free_port()
         self.admin_port = free_port()

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from envoy_control_plane.config import build_config
-from envoy_control_plane.model import API_VERSIONS, EgressSpec, IngressSpec, parse_object
+from envoy_control_plane.model import API_VERSIONS, LISTENER_KINDS, EgressSpec, IngressSpec, parse_object
 from envoy_control_plane.sources.kubernetes.reflector import RESOURCES
 
 from .harness import free_port, http, procs, wait_until
@@ -229,7 +229,7 @@ def test_the_deployment_is_consistent_with_the_code() -> None:
     wanted = {(r.api_version.rpartition("/")[0], r.plural) for r in RESOURCES}
     assert {key for key, verbs in granted.items() if verbs == {"get", "list", "watch"}} == wanted
     written = {key: verbs for key, verbs in granted.items() if key not in wanted}
-    listeners = {(r.api_version.rpartition("/")[0], f"{r.plural}/status") for r in RESOURCES if r.kind != "Pod"}
+    listeners = {(r.api_version.rpartition("/")[0], f"{r.plural}/status") for r in RESOURCES if r.kind in LISTENER_KINDS}
     assert written == {**{key: {"get", "patch"} for key in listeners}, ("", "events"): {"create"}}
     lease = docs[("Role", "envoy-control-plane-lease")]
     assert lease["rules"][0]["resources"] == ["leases"] and lease["metadata"]["namespace"] == "envoy-control-plane"
@@ -250,6 +250,19 @@ def test_the_deployment_is_consistent_with_the_code() -> None:
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert "emptyDir" in {v["name"]: v for v in pod_spec["volumes"]}[mounts["/tmp"]]
     assert container["args"] == ["run", "--config", "/etc/envoy-control-plane/config.yaml"]
+    # Highly available: two replicas spread over nodes, a disruption budget that keeps one, and a Service that
+    # carries xDS only (the admin port is probed and scraped per pod; /debug/* answers loopback only).
+    deployment = docs[("Deployment", "envoy-control-plane")]
+    assert deployment["spec"]["replicas"] >= 2
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    anti = pod_spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert anti["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+    budget = docs[("PodDisruptionBudget", "envoy-control-plane")]["spec"]
+    assert budget["selector"]["matchLabels"] == selector and budget["minAvailable"] == 1
+    assert {"cpu", "memory"} <= container["resources"]["requests"].keys() and "memory" in container["resources"]["limits"]
+    service = docs[("Service", "envoy-control-plane")]["spec"]
+    assert [p["targetPort"] for p in service["ports"]] == ["xds"] and service["selector"] == selector
+    assert not config.admin.debug_remote
     assert docs[("Deployment", "envoy-control-plane")]["spec"]["template"]["spec"]["serviceAccountName"] == (
         docs[("ClusterRoleBinding", "envoy-control-plane")]["subjects"][0]["name"]
     )

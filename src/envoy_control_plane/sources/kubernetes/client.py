@@ -247,13 +247,17 @@ class KubeClient:
         """A JSON merge patch (RFC 7386): keys set to None are removed, lists are replaced whole."""
         return await self._json("PATCH", path, timeout, patch, "application/merge-patch+json")
     async def list(
-        self, resource: Resource, namespace: str | None, *, field_selector: str = "", page_size: int, timeout: float
+        self, resource: Resource, namespace: str | None, *, field_selector: str = "", label_selector: str = "",
+        page_size: int, timeout: float,
     ) -> ListResult:
         """Every object, in pages; the resourceVersion to watch from is the first page's."""
         items: list[dict[str, Any]] = []
         resource_version, token = "", ""
         while True:
-            params = {"fieldSelector": field_selector, "limit": str(page_size), "continue": token}
+            params = {
+                "fieldSelector": field_selector, "labelSelector": label_selector, "limit": str(page_size),
+                "continue": token,
+            }
             response = await self._get(resource.path(namespace), params, aiohttp.ClientTimeout(total=timeout))
             with _errors(f"GET {resource.path(namespace)}"):
                 body = await response.json()
@@ -266,13 +270,13 @@ class KubeClient:
 
     async def watch(
         self, resource: Resource, namespace: str | None, *, resource_version: str, field_selector: str = "",
-        timeout_seconds: int, connect_timeout: float, read_timeout: float,
+        label_selector: str = "", timeout_seconds: int, connect_timeout: float, read_timeout: float,
     ) -> WatchStream:
         """Open a watch from `resource_version`, with bookmarks; the server ends it after `timeout_seconds`, and
         the client gives up on a connection silent for `read_timeout`."""
         params = {
             "watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(timeout_seconds), "fieldSelector": field_selector,
+            "timeoutSeconds": str(timeout_seconds), "fieldSelector": field_selector, "labelSelector": label_selector,
         }
         timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
         response = await self._get(resource.path(namespace), params, timeout)

@@ -32,10 +32,30 @@ RESOURCES = (
     Resource("Pod", API_VERSIONS["Pod"], "pods"),
     Resource("IngressListener", API_VERSIONS["IngressListener"], "ingresslisteners"),
     Resource("EgressListener", API_VERSIONS["EgressListener"], "egresslisteners"),
+    Resource("Secret", API_VERSIONS["Secret"], "secrets"),
 )
 # Finished pods are never endpoints; leaving them out keeps lists small where many Jobs run. A pod that finishes
 # leaves the selection, and the API server reports that as DELETED.
-FIELD_SELECTORS = {"Pod": "status.phase!=Succeeded,status.phase!=Failed"}
+FIELD_SELECTORS = {
+    "Pod": "status.phase!=Succeeded,status.phase!=Failed",
+    # Only kubernetes.io/tls and Opaque Secrets can be referenced. A field selector cannot say "one of two types", so
+    # it leaves out the common types that never can (service account tokens, registry credentials, Helm releases);
+    # parse_object drops the rest, and Opaque Secrets without ca.crt, as they arrive.
+    "Secret": ",".join(
+        f"type!={t}"
+        for t in (
+            "kubernetes.io/service-account-token",
+            "kubernetes.io/dockercfg",
+            "kubernetes.io/dockerconfigjson",
+            "kubernetes.io/basic-auth",
+            "kubernetes.io/ssh-auth",
+            "bootstrap.kubernetes.io/token",
+            "helm.sh/release.v1",
+        )
+    ),
+}
+# Kinds that a ClusterRole may not grant yet (an upgrade that did not update it): a 403 counts as "not served".
+OPTIONAL_READS = frozenset({"Secret"})
 
 
 @dataclass(frozen=True)
@@ -64,9 +84,11 @@ class Reflector:
         settings: WatchSettings,
         on_change: Callable[[], None],
         rng: random.Random | None = None,
+        label_selector: str = "",
     ) -> None:
         self.client = client
         self.resource = resource
+        self.label_selector = label_selector
         self.world = world
         self.source = source
         self.namespace = namespace
@@ -134,10 +156,11 @@ class Reflector:
         try:
             listed = await self.client.list(
                 self.resource, self.namespace, field_selector=FIELD_SELECTORS.get(self.resource.kind, ""),
-                page_size=self.settings.page_size, timeout=self.settings.list_timeout,
+                label_selector=self.label_selector, page_size=self.settings.page_size,
+                timeout=self.settings.list_timeout,
             )
         except KubeError as e:
-            if e.code == 404 and self.resource.kind != "Pod":
+            if (e.code == 404 and self.resource.kind != "Pod") or (e.code == 403 and self.resource.kind in OPTIONAL_READS):
                 self._set_absent(e)
                 return False
             raise
@@ -167,7 +190,7 @@ class Reflector:
         timeout = self._rng.randint(self.settings.watch_timeout, 2 * self.settings.watch_timeout)
         stream = await self.client.watch(
             self.resource, self.namespace, resource_version=self.resource_version,
-            field_selector=FIELD_SELECTORS.get(self.resource.kind, ""),
+            field_selector=FIELD_SELECTORS.get(self.resource.kind, ""), label_selector=self.label_selector,
             timeout_seconds=timeout, connect_timeout=self.settings.connect_timeout,
             read_timeout=timeout + self.settings.read_grace,
         )
@@ -252,7 +275,7 @@ class Reflector:
 
     def _set_absent(self, e: KubeError) -> None:
         if not self.absent:
-            log.warning("%s: the cluster does not serve %s (%s); looking again every %gs", self.source,
+            log.warning("%s: the cluster does not serve %s or lets us read none (%s); looking again every %gs", self.source,
                         self.resource.plural, e, self.settings.absent_retry)
         self.known.clear()
         self._set_problems({})

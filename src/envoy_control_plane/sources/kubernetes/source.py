@@ -54,7 +54,8 @@ class KubernetesSource:
         try:
             self._reflectors = [
                 Reflector(client, resource, self.world, self.cluster.name, self.cluster.namespace, self.settings,
-                          lambda: self._refresh(client), self._rng)
+                          lambda: self._refresh(client), self._rng,
+                          label_selector=(self.cluster.secret_selector or "") if resource.kind == "Secret" else "")
                 for resource in RESOURCES
             ]
             for reflector in self._reflectors:

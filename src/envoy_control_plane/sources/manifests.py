@@ -25,7 +25,7 @@ from ..model import KubeObject, ObjectError, ObjectRef, Secret, UnnamedError, pa
 from ..state import World
 from ..statefile import Saved
 from ..text import clip
-from . import file_changes
+from . import file_changes, yamlbuild
 from .file_changes import files_below
 from .status import InvalidObject, SourceStatus, listener_ref
 
@@ -172,7 +172,10 @@ def load_documents(text: str) -> Iterator[Any]:
         while loader.check_node():
             node = loader.get_node()
             problem = _alias_problem(node) if anchors else None
-            yield DocumentError(problem) if problem else loader.construct_document(node)
+            if problem:
+                yield DocumentError(problem)
+            else:  # aliases must stay shared: only alias-free text takes the fast builder
+                yield loader.construct_document(node) if anchors else yamlbuild.build(loader, node)
     finally:
         loader.dispose()
 

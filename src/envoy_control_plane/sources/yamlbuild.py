@@ -55,3 +55,28 @@ def _build(loader: yaml.constructor.SafeConstructor, node: yaml.Node) -> Any:
     if tag in _SCALARS:
         return loader.yaml_constructors[tag](loader, node)
     raise _Unusual
+
+
+_BASE = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class Loader(_BASE):  # type: ignore[misc,valid-type]
+    """The safe loader (libyaml's when present), with the implicit tag of a plain scalar remembered by its text.
+
+    Resolution runs a regular expression per scalar; a manifest repeats the same keys and values thousands of times.
+    Without path resolvers (the safe loader has none) a scalar's tag depends only on its text and implicitness."""
+
+    _tags: dict[tuple[str, tuple[bool, bool]], str] = {}
+    _MAX_TAGS = 4096
+
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        if kind is not yaml.ScalarNode or self.yaml_path_resolvers:
+            return super().resolve(kind, value, implicit)
+        key = (value, implicit)
+        tag = self._tags.get(key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(self._tags) >= self._MAX_TAGS:
+                self._tags.clear()  # bounded: distinct values (names, IPs) would grow it without end
+            self._tags[key] = tag
+        return tag

@@ -7,7 +7,7 @@ import datetime
 import pytest
 import yaml
 
-from envoy_control_plane.sources.yamlbuild import build
+from envoy_control_plane.sources.yamlbuild import Loader, build
 
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -54,3 +54,15 @@ def test_values_keep_their_types() -> None:
     (doc,) = _documents(TEXTS[2], fast=True)
     assert doc["when"] == datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
     assert doc["day"] == datetime.date(2026, 1, 2) and doc["raw"] == b"hello"
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_remembered_tags_resolve_the_same(text: str) -> None:
+    def load(loader: type) -> object:
+        try:
+            return list(yaml.load_all(text, Loader=loader))
+        except yaml.YAMLError as e:
+            return (type(e), str(e))
+
+    assert load(Loader) == load(LOADER)
+    assert load(Loader) == load(LOADER)  # now from the remembered tags

@@ -58,6 +58,12 @@ class Metrics:
             "Time to rebuild the snapshots a batch of source events touched",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.push_seconds = histogram(
+            "xds_push_seconds",
+            "From a node's new snapshot to its Envoy answering every response that snapshot caused (per stream)",
+            ["mode"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
         self.snapshot_nodes = counter("snapshot_nodes_rebuilt", "Node snapshots rebuilt")
         self.source_events = counter("source_events", "Object events from sources", ["source", "kind"])
         self.source_problems = gauge("source_problems", "Invalid objects a source reports now", ["source"])

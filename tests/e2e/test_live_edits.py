@@ -61,6 +61,11 @@ async def test_pod_edits_change_where_traffic_goes(manifests, start_plane, start
     manifests.write("pod-b.yaml", pod("b", "127.0.0.3", "backends", ready=False))
     await b_gets_none("Ready condition False")
 
+    # Each change was one push (a new snapshot, answered by Envoy): the push latency histogram saw them.
+    await plane.admin.wait_in_sync("node-a")
+    pushes = await plane.admin.metric("xds_push_seconds_count", mode="sotw")
+    assert 6 <= pushes <= await plane.admin.metric("xds_responses_total", type="EDS"), pushes
+
 
 async def test_listenport_change_moves_the_listener(manifests, start_plane, start_envoy, backends):
     pods = await backends({"a": "127.0.0.2"})

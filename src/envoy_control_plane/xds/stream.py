@@ -83,6 +83,10 @@ class Stream(ABC, Generic[Request, Response, State]):
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._wake_queued = False
         self._cancel_watch = lambda: None
+        # The oldest snapshot the client has not caught up with (monotonic time), and whether we sent it anything
+        # since: for the push latency histogram.
+        self._push_started: float | None = None
+        self._push_sent = False
 
     async def run(self, requests: AsyncIterator[Request]) -> AsyncIterator[Response]:
         reader = asyncio.create_task(self._read(requests))
@@ -101,6 +105,7 @@ class Stream(ABC, Generic[Request, Response, State]):
                     responses = self.receive(item)  # type: ignore[arg-type]
                 for response in responses:
                     yield response
+                self._push_progress(bool(responses))
         finally:
             reader.cancel()
             self._cancel_watch()
@@ -224,7 +229,20 @@ class Stream(ABC, Generic[Request, Response, State]):
         finally:
             self._queue.put_nowait(_END)
 
+    def _push_progress(self, sent: bool) -> None:
+        """Observe the push latency once the client has answered everything sent since a new snapshot arrived."""
+        if self._push_started is None:
+            return
+        self._push_sent |= sent
+        if sent or self._deadlines:
+            return
+        if self._push_sent:
+            self._metrics.push_seconds.labels(self.mode).observe(time.monotonic() - self._push_started)
+        self._push_started, self._push_sent = None, False
+
     def _on_snapshot(self, snapshot: Snapshot) -> None:
+        if self._push_started is None:
+            self._push_started = time.monotonic()
         self._snapshot = snapshot
         if not self._wake_queued:
             self._wake_queued = True

@@ -86,7 +86,9 @@ class ControlPlane:
             status.listener_problems = by_source.get(status.name, [])
 
     def listener_statuses(self) -> list[ListenerStatus]:
-        return listener_statuses(self.world, self.sources(), self.cache, self.streams)
+        return listener_statuses(
+            self.world, self.sources(), self.cache, self.streams, self.controller.listener_problems()
+        )
 
     async def start(self) -> None:
         """Restore the state file, start the sources and admin, wait for the sources' first load, then serve xDS.
@@ -109,7 +111,7 @@ class ControlPlane:
             self.keeper.prepare()
             self._restore(self.keeper.read())
         if self.manifests:
-            self.manifests.load()
+            await self.manifests.reload()
             self._tasks.append(asyncio.create_task(self.manifests.watch(), name="manifest-watch"))
         for cluster in self.clusters:
             self._tasks.append(asyncio.create_task(cluster.run(), name=f"cluster-{cluster.cluster.name}"))

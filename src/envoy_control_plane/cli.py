@@ -18,6 +18,8 @@ from .logs import LEVELS
 
 EXIT_USAGE = 2
 
+log = logging.getLogger(__name__)
+
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -107,11 +109,15 @@ async def _serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # A closing terminal or a habitual `kill -HUP` must not stop the control plane (and every Envoy's updates).
+    loop.add_signal_handler(
+        signal.SIGHUP, log.warning, "SIGHUP ignored: manifests reload when they change; restart to change the config"
+    )
     await plane.start()
     try:
         await stop.wait()
     finally:
-        logging.getLogger(__name__).info("stopping")
+        log.info("stopping")
         await plane.stop()
 
 

@@ -135,6 +135,8 @@ class ClusterConfig(_Strict):
     kubeconfig: Path | None = None
     context: str | None = None
     namespace: str | None = None
+    # A label selector (as kubectl -l takes it) narrowing the Secrets read from this cluster, like `mesh=true`.
+    secret_selector: str | None = Field(default=None, min_length=1, max_length=1024)
 
     @field_validator("kubeconfig")
     @classmethod

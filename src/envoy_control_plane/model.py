@@ -14,7 +14,7 @@ import binascii
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -33,6 +33,7 @@ from pydantic_core import PydanticCustomError
 
 from . import certs
 from .duration import format_duration, parse_duration
+from .text import quote
 
 CLUSTER_NAME_ANNOTATION = "cluster-name.envoy.uw.io"
 INGRESS_GROUP = "ingresslistener.envoy.uw.systems"
@@ -56,6 +57,10 @@ class ObjectError(ValueError):
     def __init__(self, ref: str, field: str, problem: str) -> None:
         self.ref, self.field, self.problem = ref, field, problem
         super().__init__(f"{ref}: {field}: {problem}" if field else f"{ref}: {problem}")
+
+
+class UnnamedError(ObjectError):
+    """An object without a usable identity (no mapping, no valid name or namespace): which object it is, is unknown."""
 
 
 @dataclass(frozen=True, order=True)
@@ -88,6 +93,11 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The CRD schema's types, strictly: an integer port is an integer ("80", 80.0 and true are not), a name a string.
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+Name = Annotated[str, Field(strict=True, min_length=1)]
+
+
 # A Secret's name as Kubernetes allows it (a DNS subdomain): it becomes part of SDS resource names.
 SecretName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
 # A URI or DNS subject alternative name, compared exactly: no whitespace or control characters.
@@ -99,7 +109,7 @@ class Rbac(_Frozen):
     """Who may connect to an IngressListener: pods of `cluster` (by source IP) and/or peers whose certificate has one
     of `sans`; both given, a peer must satisfy both."""
 
-    cluster: str | None = Field(default=None, min_length=1)
+    cluster: Name | None = None
     sans: tuple[San, ...] | None = Field(default=None, min_length=1, max_length=64)
 
 
@@ -122,16 +132,24 @@ class EgressTls(Tls):
 
 class _Spec(_Frozen):
 
-    nodename: str = Field(min_length=1)
-    listenport: int = Field(ge=1, le=65535)
-    targetport: int = Field(ge=1, le=65535)
+    nodename: Name
+    listenport: Port
+    targetport: Port
 
 
 class IngressSpec(_Spec):
-    rbacallowcluster: str | None = None  # the original's field: the same as rbac.cluster
+    # The original's field: the same as rbac.cluster. "" is invalid, so a templating gap cannot open the listener.
+    rbacallowcluster: Name | None = None
     rbac: Rbac | None = None
     tls: Tls | None = None
     layer: Layer = "tcp"
+
+    @field_validator("targetport")
+    @classmethod
+    def _not_the_listen_port(cls, port: int, info: ValidationInfo) -> int:
+        if port == info.data.get("listenport"):
+            raise _error("equals spec.listenport: Envoy would proxy the listener to itself")
+        return port
 
     @property
     def allow_cluster(self) -> str | None:
@@ -239,7 +257,7 @@ class OutlierDetection(_Health):
 
 
 class EgressSpec(_Spec):
-    targetcluster: str = Field(min_length=1)
+    targetcluster: Name
     tls: EgressTls | None = None
     layer: Layer = "tcp"
     healthcheck: HealthCheck | None = None
@@ -297,32 +315,94 @@ KubeObject = Pod | IngressListener | EgressListener | Secret
 def parse_object(doc: Any, default_namespace: str = "default") -> KubeObject | None:
     """Parse one Kubernetes-style object. Returns None for kinds we do not use; raises ObjectError when it is bad."""
     if not isinstance(doc, dict):
-        raise ObjectError("document", "", f"expected a mapping, got {type(doc).__name__}")
+        raise UnnamedError("document", "", f"expected a mapping, got {type(doc).__name__}")
     kind = doc.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         return None
-    meta = doc.get("metadata")
-    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
-        raise ObjectError(f"{kind} (unnamed)", "metadata.name", "is required")
-    namespace = meta.get("namespace") or default_namespace
-    ref = ObjectRef(kind, str(namespace), meta["name"])
+    ref = identify(kind, doc, default_namespace)
+    meta = doc["metadata"]
     api_version = doc.get("apiVersion")
     if api_version != API_VERSIONS[kind]:
-        raise ObjectError(str(ref), "apiVersion", f"expected {API_VERSIONS[kind]!r}, got {api_version!r}")
+        raise ObjectError(str(ref), "apiVersion", f"expected {API_VERSIONS[kind]!r}, got {quote(api_version)}")
     if kind == "Pod":
-        return _parse_pod(ref, meta, doc.get("status") or {})
+        return _parse_pod(ref, meta, _mapping(str(ref), "status", doc.get("status")))
     if kind == "Secret":
         return _parse_secret(ref, doc)
     spec = doc.get("spec")
     if not isinstance(spec, dict):
-        raise ObjectError(str(ref), "spec", "is required")
-    created = str(meta.get("creationTimestamp") or "")
+        raise ObjectError(str(ref), "spec", "is required" if spec is None else f"must be a mapping, got {quote(spec)}")
+    created = _timestamp(ref, meta.get("creationTimestamp"))
     generation = generation_of(meta)
     if kind == "IngressListener":
         ingress_spec = _validate(IngressSpec, ref, spec)
         _check_ingress(ref, ingress_spec)
         return IngressListener(ref, created, ingress_spec, generation)
     return EgressListener(ref, created, _validate(EgressSpec, ref, spec), generation)
+
+
+def identify(kind: str, doc: Any, default_namespace: str = "default") -> ObjectRef:
+    """Which object `doc` is (of `kind`), from its metadata; raises UnnamedError when that cannot be told."""
+    if not isinstance(doc, dict):
+        raise UnnamedError("document", "", f"expected a mapping, got {type(doc).__name__}")
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict):
+        raise UnnamedError(f"{kind} (unnamed)", "metadata", "is required" if meta is None else "must be a mapping")
+    name = _name(kind, meta)
+    return ObjectRef(kind, _namespace(f"{kind} {name}", meta, default_namespace), name)
+
+
+# What the API server accepts: a name is a DNS subdomain (RFC 1123), a namespace a DNS label.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _name(kind: str, meta: dict[str, Any]) -> str:
+    name = meta.get("name")
+    if name is None or name == "":
+        raise UnnamedError(f"{kind} (unnamed)", "metadata.name", "is required")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise UnnamedError(f"{kind} (unnamed)", "metadata.name", f"not a DNS subdomain name: {quote(name)}")
+    return name
+
+
+def _namespace(what: str, meta: dict[str, Any], default: str) -> str:
+    namespace = meta.get("namespace")
+    if namespace is None or namespace == "":
+        return default
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise UnnamedError(what, "metadata.namespace", f"not a DNS label: {quote(namespace)}")
+    return namespace
+
+
+def _mapping(ref: str, field: str, value: Any) -> dict[str, Any]:
+    """An optional mapping field: {} when absent."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ObjectError(ref, field, f"must be a mapping, got {quote(value)}")
+    return value
+
+
+def _timestamp(ref: ObjectRef, value: Any) -> str:
+    """metadata.creationTimestamp as UTC text of fixed width (so it sorts as time); "" when absent.
+
+    YAML turns an unquoted timestamp into a datetime: both forms give the same text.
+    """
+    if value is None or value == "":
+        return ""
+    when = value
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            when = None
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        when = datetime(value.year, value.month, value.day)
+    if not isinstance(when, datetime):
+        raise ObjectError(str(ref), "metadata.creationTimestamp", f"not an RFC 3339 time: {quote(value)}")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def generation_of(meta: dict[str, Any]) -> int:
@@ -344,7 +424,8 @@ def _validate(model: type[_Spec], ref: ObjectRef, spec: dict[str, Any]) -> Any:
     except ValidationError as e:
         first = e.errors()[0]
         field = "spec." + ".".join(str(p) for p in first["loc"])
-        problem = first["msg"] if "input" not in first else f"{first['msg']} (got {first['input']!r})"
+        shown = "input" in first and first["type"] != "missing"  # a missing field's input is the whole spec
+        problem = f"{first['msg']} (got {quote(first['input'])})" if shown else first["msg"]
         raise ObjectError(str(ref), field, problem) from None
 
 
@@ -396,26 +477,51 @@ def _parse_secret(ref: ObjectRef, doc: dict[str, Any]) -> Secret | None:
 
 
 def _parse_pod(ref: ObjectRef, meta: dict[str, Any], status: dict[str, Any]) -> Pod:
-    annotations = meta.get("annotations") or {}
-    cluster_name = annotations.get(CLUSTER_NAME_ANNOTATION) or None
-    ip = status.get("podIP") or None
-    if ip is not None:
-        try:
-            ip = str(ipaddress.ip_address(ip))
-        except ValueError:
-            raise ObjectError(str(ref), "status.podIP", f"not an IP address: {ip!r}") from None
+    annotations = _mapping(str(ref), "metadata.annotations", meta.get("annotations"))
+    cluster_name = annotations.get(CLUSTER_NAME_ANNOTATION)
+    if cluster_name is not None and not isinstance(cluster_name, str):
+        raise ObjectError(str(ref), f"metadata.annotations.{CLUSTER_NAME_ANNOTATION}",
+                          f"must be a string, got {quote(cluster_name)}")
     return Pod(
         ref=ref,
-        cluster_name=cluster_name,
-        ip=ip,
-        ready=_is_ready(status),
-        terminating=bool(meta.get("deletionTimestamp")),
+        cluster_name=cluster_name or None,
+        ip=_pod_ip(ref, status.get("podIP")),
+        ready=_is_ready(ref, status.get("conditions")),
+        terminating=meta.get("deletionTimestamp") is not None,
     )
 
 
-def _is_ready(status: dict[str, Any]) -> bool:
+def _pod_ip(ref: ObjectRef, value: Any) -> str | None:
+    """status.podIP, normalised; an address no pod can have (unspecified, multicast, broadcast) is refused."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ObjectError(str(ref), "status.podIP", f"must be a string, got {quote(value)}")
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise ObjectError(str(ref), "status.podIP", f"not an IP address: {quote(value)}") from None
+    if ip.is_unspecified or ip.is_multicast or ip == _BROADCAST:
+        raise ObjectError(str(ref), "status.podIP", f"not an endpoint address: {quote(value)}")
+    return str(ip)
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def _is_ready(ref: ObjectRef, conditions: Any) -> bool:
     """The Ready condition decides; a pod without conditions (a hand-written manifest) counts as ready."""
-    for condition in status.get("conditions") or []:
-        if isinstance(condition, dict) and condition.get("type") == "Ready":
-            return str(condition.get("status")) == "True"
+    if conditions is None:
+        return True
+    if not isinstance(conditions, list):
+        raise ObjectError(str(ref), "status.conditions", f"must be a list, got {quote(conditions)}")
+    for i, condition in enumerate(conditions):
+        if not isinstance(condition, dict):
+            raise ObjectError(str(ref), f"status.conditions[{i}]", f"must be a mapping, got {quote(condition)}")
+        if condition.get("type") == "Ready":
+            status = condition.get("status")
+            if not isinstance(status, str):
+                raise ObjectError(str(ref), f"status.conditions[{i}].status",
+                                  f"must be a string (\"True\", \"False\" or \"Unknown\"), got {quote(status)}")
+            return status == "True"
     return True

@@ -9,7 +9,6 @@ them with `take_dirty()` and rebuilds only those.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -75,8 +74,6 @@ class World:
     def __init__(self, metrics: Metrics | None = None) -> None:
         self._metrics = metrics
         self._objects: dict[SourceRef, KubeObject] = {}
-        self._seen_order: dict[SourceRef, int] = {}
-        self._counter = itertools.count()
         # cluster name -> pod IP -> the pods (by source) that carry it
         self._endpoints: dict[str, dict[str, set[SourceRef]]] = defaultdict(lambda: defaultdict(set))
         self._node_listeners: dict[str, dict[SourceRef, Listener]] = defaultdict(dict)
@@ -99,7 +96,6 @@ class World:
             return
         self._remove(key, old)
         self._objects[key] = obj
-        self._seen_order.setdefault(key, next(self._counter))
         self._add(key, obj)
         self._changed(source, obj.ref, "updated" if old else "added")
 
@@ -108,7 +104,6 @@ class World:
         old = self._objects.pop(key, None)
         if old is None:
             return
-        self._seen_order.pop(key, None)
         self._remove(key, old)
         self._changed(source, ref, "deleted")
 
@@ -153,7 +148,8 @@ class World:
         return bool(self._secret_users.get(key))
 
     def listeners(self, node: str) -> NodeListeners:
-        """The node's listeners; of two on one port (or one Envoy name), the older stays and the newer is rejected."""
+        """The node's listeners; of two on one port (or one Envoy name), the older stays and the newer is rejected
+        (without creationTimestamps, the first by namespace/name)."""
         cached = self._listeners_cache.get(node)
         if cached is None:
             cached = self._listeners_cache[node] = self._resolve(node)
@@ -245,9 +241,11 @@ class World:
         self._listeners_cache.pop(node, None)
 
     def _resolve(self, node: str) -> NodeListeners:
+        # The older (by creationTimestamp) wins; without one, the order is still the same on every start and for
+        # any file order: by namespace, name, kind and source.
         entries = sorted(
             self._node_listeners.get(node, {}).items(),
-            key=lambda item: (item[1].created or "~", self._seen_order[item[0]]),
+            key=lambda item: (item[1].created or "~", item[0][1].namespace, item[0][1].name, item[0][1].kind, item[0][0]),
         )
         accepted: list[Listener] = []
         sources: list[str] = []
@@ -264,7 +262,7 @@ class World:
                     key,
                     "PortConflict" if on_port else "NameConflict",
                     f"{listener.ref} (source {key[0]}) rejected on node {node}: {clash} is already taken by "
-                    f"the older {holder[1]} (source {holder[0]})",
+                    f"{holder[1]} (source {holder[0]}; older, or first by namespace/name)",
                     holder,
                 ))
                 continue

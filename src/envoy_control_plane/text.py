@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import reprlib
 from datetime import datetime, timezone
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 DEFAULT_LIMIT = 200
 
@@ -35,6 +36,21 @@ def clip(text: str, limit: int = DEFAULT_LIMIT) -> str:
     if len(escaped) > limit or cut:
         return escaped[: max(limit - 3, 0)] + "..."
     return escaped
+
+
+def redact_url(url: str) -> str:
+    """A URL fit to show: credentials in it (`user:pass@`, query values such as `?token=...`) replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"  # not a URL we can take apart: show none of it
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{key}=***" if value else key for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return clip(urlunsplit((parts.scheme, netloc, parts.path, query, "")), 500)
 
 
 def rfc3339(timestamp: float | None) -> str | None:

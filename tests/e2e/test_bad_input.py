@@ -174,3 +174,46 @@ async def _reaches(port: int, name: str) -> bool:
 
 async def _answers(port: int) -> bool:
     return await talk(port) is not None
+
+
+async def test_self_proxying_open_rbac_and_unusable_pod_ips_never_reach_envoy(
+    manifests, start_plane, start_envoy, backends
+):
+    """listenport == targetport (Envoy would proxy to itself until it runs out of descriptors), rbacallowcluster ""
+    (a templating gap must not admit everybody) and pod IPs 0.0.0.0 / :: are invalid: reported, never sent."""
+    pods = await backends({"a": "127.0.0.2"})
+    app = (await backends({"app": "127.0.0.1"}))["app"]
+    egress_port, ingress_port, loop_port, open_port = free_port(), free_port(), free_port(), free_port()
+    manifests.write("pods.yaml", pod("a", "127.0.0.2", "backends"))
+    manifests.write(
+        "listeners.yaml",
+        egress("backends", "node-a", egress_port, pods.port, "backends"),
+        ingress("app", "node-a", ingress_port, app.port, "backends"),
+    )
+    plane = await start_plane()
+    envoy = await start_envoy("node-a", plane.xds_port)
+    assert await talk(egress_port) == "a"
+
+    manifests.write(
+        "bad.yaml",
+        ingress("loop", "node-a", loop_port, loop_port),
+        ingress("open", "node-a", open_port, app.port, ""),
+        pod("zero", "0.0.0.0", "backends"),
+        pod("zero6", "::", "backends"),
+    )
+    await wait_until(
+        problems_naming(
+            plane,
+            "IngressListener default/loop: spec.targetport: equals spec.listenport",
+            "IngressListener default/open: spec.rbacallowcluster",
+            "Pod default/zero: status.podIP: not an endpoint address",
+            "Pod default/zero6: status.podIP: not an endpoint address",
+        ),
+        what="the four bad objects to be reported",
+    )
+    await plane.admin.wait_in_sync("node-a")
+    assert sorted(await envoy.listeners()) == ["egress_backends", "ingress_app"]
+    assert (await envoy.clusters())["egress_backends_cluster"] == [f"127.0.0.2:{pods.port}"]
+    assert await talk(open_port) is None  # nothing listens there
+    assert set(await talk_many(egress_port, 10)) == {"a"}
+    assert await envoy.stat("listener_manager.lds.update_rejected") == 0

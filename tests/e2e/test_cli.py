@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from .harness.envoy import ENVOY_FLAGS, envoy_binary
 from .harness.manifests import ManifestDir, egress, ingress, pod
 from .harness.net import free_port
 from .harness.plane import plane_command
+from .harness.wait import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -152,3 +154,42 @@ async def test_a_second_instance_on_the_same_xds_port_fails_with_one_line(manife
         f"envoy-control-plane: error: xDS port 127.0.0.1:{first.xds_port} is already in use (another instance?)"
     ]
     first.check_running()
+
+
+def test_validate_survives_any_file_and_names_each_problem(tmp_path: Path) -> None:
+    """Binary, UTF-16, alias bombs and badly typed objects: one line each, never a traceback."""
+    m = tmp_path / "m"
+    m.mkdir()
+    (m / "binary.yaml").write_bytes(b"\x7fELF\x00\xff\xfe\x00")
+    (m / "powershell.yaml").write_bytes(yaml.safe_dump(pod("a", "10.0.0.1", "web")).encode("utf-16"))
+    lols = "\n".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9))
+    (m / "bomb.yaml").write_text(f"kind: Pod\nx:\n  a0: &a0 [{', '.join(['lol'] * 9)}]\n{lols}\nstatus: {{podIP: *a8}}\n")
+    bad_pod = pod("b", "10.0.0.2", "web")
+    bad_pod["metadata"]["annotations"] = ["x"]
+    (m / "typed.yaml").write_text(yaml.safe_dump_all([bad_pod, ingress("self", "n", 8080, 8080), ingress("gap", "n", 81, 82, "")]))
+    result = cli("validate", str(m))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(m / n) for n in ("binary.yaml", "bomb.yaml", "typed.yaml",
+                                                                          "typed.yaml", "typed.yaml")], lines
+    assert "not text" in lines[0] and "document 1: aliases expand it" in lines[1]
+    assert "Pod default/b: metadata.annotations: must be a mapping" in lines[2]
+    assert "IngressListener default/self: spec.targetport: equals spec.listenport" in lines[3]
+    assert "IngressListener default/gap: spec.rbacallowcluster: String should have at least 1 character" in lines[4]
+    assert result.stderr.strip() == "1 objects, 5 problems"
+
+
+async def test_sighup_is_logged_and_ignored(manifests, start_plane_process) -> None:
+    manifests.write("pods.yaml", pod("a", "10.0.0.1", "web"))
+    plane = await start_plane_process()
+    assert plane.proc is not None
+    plane.proc.send_signal(signal.SIGHUP)
+    await wait_until(lambda: _logged(plane, "SIGHUP ignored"), what="the SIGHUP log line")
+    plane.check_running()
+    status, _ = await plane.admin.get("/readyz")
+    assert status == 200
+
+
+async def _logged(plane, text: str) -> bool:
+    return text in plane.log_tail(200)

@@ -50,6 +50,10 @@ async def spread(listen: int, names: set[str]) -> bool:
     return set(await talk_many(listen, 3 * len(names))) == names
 
 
+async def refused(listen: int, count: int = 3) -> bool:
+    return await talk_many(listen, count) == {None: count}
+
+
 def healthy(names):
     return lambda seen: all(not seen.get(name, {"absent"}) for name in names)
 
@@ -91,6 +95,19 @@ async def test_a_health_checked_cluster_without_traffic_drops_a_closed_backend_a
     await wait_flags(envoy, group.port, healthy(PODS), "b and c healthy again")
     assert await envoy.stat(connections) == before
     await wait_until(lambda: spread(listen, {"backend-a", "backend-b", "backend-c"}), what="traffic to all three")
+
+    # All of them fail: connections are closed at once rather than sent to a failing pod.
+    for name in PODS:
+        await group[name].close()
+    all_failed = lambda seen: all("failed_active_health_check" in f for f in seen.values())  # noqa: E731
+    await wait_flags(envoy, group.port, all_failed, "all three failing")
+    none_healthy = f"cluster.{CLUSTER}.upstream_cx_none_healthy"
+
+    async def closed_for_want_of_a_healthy_pod() -> bool:
+        before = await envoy.stat(none_healthy)
+        return await refused(listen) and await envoy.stat(none_healthy) == before + 3
+
+    await wait_until(closed_for_want_of_a_healthy_pod, what="connections closed with no healthy pod to send them to")
 
 
 async def test_a_removed_pod_leaves_a_health_checked_cluster_at_once_and_the_cluster_is_not_resent(

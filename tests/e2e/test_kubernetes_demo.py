@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from envoy_control_plane.config import build_config
-from envoy_control_plane.model import API_VERSIONS, EgressSpec, IngressSpec, parse_object
+from envoy_control_plane.model import API_VERSIONS, LISTENER_KINDS, EgressSpec, IngressSpec, parse_object
 from envoy_control_plane.sources.kubernetes.reflector import RESOURCES
 
 from .harness import free_port, http, procs, wait_until
@@ -229,7 +229,7 @@ def test_the_deployment_is_consistent_with_the_code() -> None:
     wanted = {(r.api_version.rpartition("/")[0], r.plural) for r in RESOURCES}
     assert {key for key, verbs in granted.items() if verbs == {"get", "list", "watch"}} == wanted
     written = {key: verbs for key, verbs in granted.items() if key not in wanted}
-    listeners = {(r.api_version.rpartition("/")[0], f"{r.plural}/status") for r in RESOURCES if r.kind != "Pod"}
+    listeners = {(r.api_version.rpartition("/")[0], f"{r.plural}/status") for r in RESOURCES if r.kind in LISTENER_KINDS}
     assert written == {**{key: {"get", "patch"} for key in listeners}, ("", "events"): {"create"}}
     lease = docs[("Role", "envoy-control-plane-lease")]
     assert lease["rules"][0]["resources"] == ["leases"] and lease["metadata"]["namespace"] == "envoy-control-plane"

@@ -14,6 +14,7 @@ import yaml
 
 from tests.fakekube.resources import EVENT
 from tests.fakekube.status import ApiError
+from tests.fakekube.store import now
 
 from .harness import free_port, http, procs, settle, wait_until
 from .harness.plane import PlaneAdmin, plane_command
@@ -49,7 +50,10 @@ async def test_status_lands_on_the_objects_own_cluster_once_with_events(
     await start_envoy("node-a", plane.xds_port)
     await plane.admin.wait_in_sync("node-a")
 
-    # The newer of two listeners on one port: Accepted=False, PortConflict, with an Event.
+    # The newer of two listeners on one port: Accepted=False, PortConflict, with an Event. creationTimestamps have
+    # whole seconds, and within one second the first by namespace/name ("newer") would count as the older.
+    created = aws.kube.get("EgressListener", "default", "older")["metadata"]["creationTimestamp"]
+    await wait_until(lambda: _after(created), what="the next second")
     aws.kube.upsert(kegress("newer", "node-a", taken, pods.port, "backends"))
 
     async def newer_rejected() -> bool:
@@ -172,3 +176,7 @@ def _has_status(kube, name: str) -> bool:
 
 async def _ready(process: _Process) -> bool:
     return await http.reachable(process.admin.url + "/readyz")
+
+
+async def _after(timestamp: str) -> bool:
+    return now() > timestamp

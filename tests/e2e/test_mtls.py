@@ -265,3 +265,36 @@ async def _reply_tls(port: int, mesh: Mesh) -> bool:
 async def _problem(plane, *fragments: str) -> bool:
     sources = await plane.admin.json("/debug/sources")
     return any(all(f in p for f in fragments) for s in sources for p in s["problems"])
+
+
+async def test_secrets_from_kubernetes_are_looked_up_in_the_listeners_own_cluster(
+    fake_clusters, start_kube_plane, start_envoy
+):
+    """Two clusters each hold a Secret `server-tls`; each cluster's listener presents its own cluster's certificate."""
+    from .kube_fixtures import kingress
+
+    mesh = Mesh()
+    app, app_port = await echo_app()
+    aws, gcp = await fake_clusters("aws"), await fake_clusters("gcp")
+    leaves = {"aws": mesh.server, "gcp": mesh.ca.issue("server", [SERVER_SAN])}
+    ports = {"aws": free_port(SERVER_IP), "gcp": free_port(SERVER_IP)}
+    for cluster in (aws, gcp):
+        cluster.kube.upsert(tls_secret("server-tls", leaves[cluster.name], mesh.ca))
+        listener = kingress(f"in-{cluster.name}", "server-node", ports[cluster.name], app_port)
+        listener["spec"] |= {"rbac": {"sans": [CLIENT_SAN]}, "tls": {"secret": "server-tls"}}
+        cluster.kube.upsert(listener)
+    plane = await start_kube_plane(aws, gcp, ingress_address=SERVER_IP, xds=SECRETS_ON)
+    server = await start_envoy("server-node", plane.xds_port)
+    client = tls_client(mesh.ca, mesh.client)
+    for name in ("aws", "gcp"):
+        reply, serial = await wait_until(lambda: _served(ports[name], client), what=f"{name}'s listener")
+        assert (reply, serial) == ("app hello", leaves[name].serial)
+    assert await secret_names(server) == [
+        "aws/default/server-tls", "aws/default/server-tls/ca.crt", "gcp/default/server-tls", "gcp/default/server-tls/ca.crt"
+    ]
+    app.close()
+
+
+async def _served(port: int, client: ssl.SSLContext) -> tuple[str | None, int | None] | None:
+    result = await tls_talk(port, client)
+    return result if result[0] else None

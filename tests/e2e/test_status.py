@@ -32,7 +32,10 @@ async def test_conflicts_acks_and_nacks_show_as_listener_conditions(
     newer = ingress("newer", "node-a", port, pods.port, rbacallowcluster="backends")
     newer["metadata"]["creationTimestamp"] = "2026-02-01T00:00:00Z"
     manifests.write("pods.yaml", pod("a", "127.0.0.2", "backends"))
+    broken = egress("broken", "node-a", free_port(), pods.port, "backends")
+    broken["spec"]["targetport"] = "eighty"
     manifests.write("listeners.yaml", older, newer)
+    manifests.write("broken.yaml", broken)
     plane = await start_plane()
 
     # No Envoy yet: the conflict is known, whether the older one runs is not.
@@ -41,6 +44,9 @@ async def test_conflicts_acks_and_nacks_show_as_listener_conditions(
     assert "EgressListener default/older" in condition(found["newer"], "Accepted")[2]
     assert condition(found["older"], "Accepted")[:2] == ("True", "Accepted")
     assert condition(found["older"], "Programmed")[:2] == ("Unknown", "NoEnvoy")
+    status, reason, message = condition(found["broken"], "Accepted")
+    assert (status, reason) == ("False", "InvalidSpec") and "spec.targetport" in message and "broken.yaml" in message
+    assert condition(found["broken"], "Programmed")[:2] == ("False", "NotAccepted")
     assert {k: found["older"][k] for k in ("source", "kind", "namespace", "node", "port", "endpoints")} == {
         "source": "manifests", "kind": "EgressListener", "namespace": "default", "node": "node-a", "port": port,
         "endpoints": 1,

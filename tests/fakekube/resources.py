@@ -50,6 +50,7 @@ INGRESS_LISTENER = ResourceType(
 EGRESS_LISTENER = ResourceType(
     "egresslistener.envoy.uw.systems", "v1alpha1", "EgressListener", "egresslisteners", status_subresource=True
 )
+SECRET = ResourceType("", "v1", "Secret", "secrets", (), ("metadata.name", "metadata.namespace", "type"))
 CRD = ResourceType(
     "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", ("crd", "crds"),
     ("metadata.name",), namespaced=False,
@@ -61,7 +62,7 @@ EVENT = ResourceType(
      "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"),
 )
 LEASE = ResourceType("coordination.k8s.io", "v1", "Lease", "leases")
-RESOURCE_TYPES = (POD, INGRESS_LISTENER, EGRESS_LISTENER, CRD, EVENT, LEASE)
+RESOURCE_TYPES = (POD, INGRESS_LISTENER, EGRESS_LISTENER, SECRET, CRD, EVENT, LEASE)
 
 
 def by_path(group: str, version: str, plural: str) -> ResourceType | None:

@@ -67,6 +67,7 @@ class FakeKube:
         self._watch_transports: set[asyncio.Transport] = set()
         self._failures: list[int] = []
         self._unserved: set[ResourceType] = set()
+        self._forbidden: set[ResourceType] = set()
         self._pager = Pager()
         self.requests: list[tuple[str, str]] = []  # (method, path and query) of every request, in order
         self._watch_answer: str | None = None  # "expired" or "empty": how every watch is answered (see cues)
@@ -172,6 +173,14 @@ class FakeKube:
             self._unserved.discard(rtype)
         else:
             self._unserved.add(rtype)
+
+    def set_forbidden(self, kind: str, forbidden: bool) -> None:
+        """Answer a kind's paths with 403 (or stop), as RBAC does for a service account its role does not cover."""
+        rtype = resources.by_kind(kind)
+        if forbidden:
+            self._forbidden.add(rtype)
+        else:
+            self._forbidden.discard(rtype)
 
     def hold_terminating(self, hold: bool = True) -> None:
         self.store.hold_terminating = hold
@@ -426,6 +435,8 @@ class FakeKube:
         rtype = resources.by_path(info.get("group", ""), info["version"], info["plural"])
         if rtype is None or rtype in self._unserved:
             raise ApiError(404, "the server could not find the requested resource")
+        if rtype in self._forbidden:
+            raise ApiError(403, f'{rtype.plural} is forbidden: User "fake" cannot list resource "{rtype.plural}"')
         return rtype
 
     def _bookmark(self, rtype: ResourceType) -> bytes:

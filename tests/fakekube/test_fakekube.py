@@ -54,7 +54,9 @@ async def next_events(stream: watch.Watch, count: int) -> list[dict]:
 
 async def test_discovery_documents_name_the_served_types(api: client.ApiClient) -> None:
     core = await client.CoreV1Api(api).get_api_resources()
-    assert [(r.name, r.kind, r.namespaced) for r in core.resources] == [("pods", "Pod", True), ("events", "Event", True)]
+    assert [(r.name, r.kind, r.namespaced) for r in core.resources] == [
+        ("pods", "Pod", True), ("secrets", "Secret", True), ("events", "Event", True)
+    ]
     assert "watch" in core.resources[0].verbs
     groups = await client.ApisApi(api).get_api_versions()
     assert {g.name for g in groups.groups} == {

@@ -81,7 +81,7 @@ async def test_expiring_exec_tokens_are_renewed_and_watches_resume(kube: FakeKub
             kube.upsert(pod(f"p{i}", f"10.0.0.{i + 1}"))
             await eventually(lambda: f"10.0.0.{i + 1}" in world.endpoints("backend"), f"pod p{i} after renewal")
         assert len(runs.read_text().split()) >= 3
-        assert relists(source) == {"Pod": 1, "IngressListener": 1, "EgressListener": 1}  # resumed, never relisted
+        assert relists(source) == {"Pod": 1, "IngressListener": 1, "EgressListener": 1, "Secret": 1}  # resumed, never relisted
         await eventually(lambda: source.status.up and source.status.last_error is None, "healthy again")
 
 
@@ -100,7 +100,7 @@ async def test_expiring_exec_client_certificates_are_renewed_and_the_client_reco
                 kube.drop_watches()
                 await eventually(lambda: f"10.0.0.{i + 1}" in world.endpoints("backend"), f"pod p{i} after renewal")
             assert len(runs.read_text().split()) >= 3
-            assert relists(source) == {"Pod": 1, "IngressListener": 1, "EgressListener": 1}
+            assert relists(source) == {"Pod": 1, "IngressListener": 1, "EgressListener": 1, "Secret": 1}
 
 
 async def test_an_expiring_oidc_id_token_is_refreshed(kube: FakeKube, tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ async def test_an_expiring_oidc_id_token_is_refreshed(kube: FakeKube, tmp_path: 
                 kube.drop_watches()
                 await eventually(lambda: f"10.0.0.{i + 1}" in world.endpoints("backend"), f"pod p{i} after refresh")
             assert issuer.refreshes >= 2  # each with the refresh token the one before returned
-            assert relists(source) == {"Pod": 1, "IngressListener": 1, "EgressListener": 1}
+            assert relists(source) == {"Pod": 1, "IngressListener": 1, "EgressListener": 1, "Secret": 1}
 
 
 async def test_a_401_reruns_the_plugin_and_the_request_succeeds(kube: FakeKube, tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ async def test_a_watch_ahead_of_a_restored_server_relists_from_scratch(kube: Fak
 async def test_429_waits_as_long_as_retry_after_says(kube: FakeKube, tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     async with running(kube, tmp_path) as cluster:
-        kube.throttle_next(3, retry_after=1)  # the three watches that reopen
+        kube.throttle_next(4, retry_after=1)  # the four watches that reopen (one per kind)
         kube.drop_watches()
         throttled = loop.time()
         kube.upsert(pod("a", "10.0.0.1"))

@@ -246,3 +246,63 @@ async def test_credentials_that_do_not_load_are_reported_and_retried(kube: FakeK
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def secret(name: str, secret_type: str, data: dict[str, str], labels: dict[str, str] | None = None) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "type": secret_type, "data": data,
+            "metadata": {"name": name, "namespace": "default", "labels": labels or {}}}
+
+
+async def test_only_secrets_a_listener_can_use_are_read(kube: FakeKube, tmp_path: Path) -> None:
+    import base64
+
+    from demo.certs import CA
+
+    ca = CA("ca")
+    leaf = ca.issue("leaf", ["spiffe://a/b"])
+    pem = {"tls.crt": leaf.cert, "tls.key": leaf.key, "ca.crt": ca.cert}
+    data = {k: base64.b64encode(v).decode() for k, v in pem.items()}
+    kube.upsert(secret("tls", "kubernetes.io/tls", data))
+    kube.upsert(secret("ca", "Opaque", {"ca.crt": data["ca.crt"]}))
+    kube.upsert(secret("opaque", "Opaque", {"password": "aHVudGVyMg=="}))
+    kube.upsert(secret("token", "kubernetes.io/service-account-token", {"token": "dG9rZW4="}))
+    kube.upsert(secret("mine", "kubernetes.io/tls", data, labels={"mesh": "true"}))
+    async with running(kube, tmp_path) as cluster:
+        await eventually(lambda: cluster.source.status.synced, "the first list")
+        assert cluster.refs("Secret") == {"tls", "ca", "mine"}
+        kept = cluster.world.secret(("east", ObjectRef("Secret", "default", "tls")))
+        assert kept is not None and (kept.cert, kept.key, kept.ca) == (leaf.cert, leaf.key, ca.cert)
+        # Watch events follow the same rule: an Opaque Secret gains ca.crt and becomes usable; a token never is.
+        kube.upsert(secret("opaque", "Opaque", {"ca.crt": data["ca.crt"]}))
+        kube.upsert(secret("token2", "kubernetes.io/service-account-token", {"token": "dG9rZW4="}))
+        await eventually(lambda: "opaque" in cluster.refs("Secret"), "the Opaque Secret with ca.crt")
+        assert "token2" not in cluster.refs("Secret")
+        kube.delete("Secret", "default", "tls")
+        await eventually(lambda: "tls" not in cluster.refs("Secret"), "the deletion")
+
+    config = ClusterConfig(name="west", kubeconfig=kube.write_kubeconfig(tmp_path / "west.kubeconfig"),
+                           secret_selector="mesh=true")
+    world = World()
+    task = asyncio.create_task(KubernetesSource(config, world, FAST).run())
+    try:
+        await eventually(lambda: any(ref.kind == "Secret" for _, ref in world.objects()), "the selected Secret")
+        await asyncio.sleep(0.05)
+        assert {ref.name for _, ref in world.objects() if ref.kind == "Secret"} == {"mine"}
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_role_without_secrets_holds_back_nothing_else(kube: FakeKube, tmp_path: Path) -> None:
+    """An upgrade that did not grant the new Secret read: pods and listeners flow, the cluster is up, and Secrets
+    count as none (looked for again) until the role allows them."""
+    kube.upsert(pod("a", "10.0.0.1"))
+    kube.upsert(secret("ca", "Opaque", {"ca.crt": "eA=="}))
+    kube.set_forbidden("Secret", True)
+    async with running(kube, tmp_path) as cluster:
+        await eventually(lambda: cluster.source.status.synced, "the first list")
+        assert cluster.world.endpoints("backend") == ("10.0.0.1",)
+        assert cluster.source.status.up and cluster.reflector("Secret")["absent"]
+        kube.set_forbidden("Secret", False)
+        await eventually(lambda: "ca" in cluster.refs("Secret"), "the Secrets once the role allows them")

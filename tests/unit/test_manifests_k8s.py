@@ -105,6 +105,7 @@ def test_cluster_role_reads_what_the_control_plane_watches_and_writes_only_statu
     reads = {(g, r) for g, r, v in granted if v in READ_ONLY and not r.endswith("/status")}
     assert reads == {
         ("", "pods"),
+        ("", "secrets"),
         ("ingresslistener.envoy.uw.systems", "ingresslisteners"),
         ("egresslistener.envoy.uw.systems", "egresslisteners"),
     }

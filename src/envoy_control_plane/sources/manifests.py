@@ -8,6 +8,7 @@ listeners that work. Every problem is reported with the file, the object and the
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ import watchfiles
 import yaml
 
 from ..config import MANIFEST_SOURCE
-from ..model import KubeObject, ObjectError, ObjectRef, Secret, parse_object
+from ..model import KubeObject, ObjectError, ObjectRef, Secret, UnnamedError, parse_object
 from ..state import World
 from ..statefile import Saved
 from ..text import clip
@@ -36,7 +37,9 @@ class FileResult:
     errors: list[str] = field(default_factory=list)
     invalid: set[str] = field(default_factory=set)  # the objects (as ObjectError names them) that failed to parse
     invalid_listeners: dict[ObjectRef, InvalidObject] = field(default_factory=dict)  # for their status conditions
-    unreadable: bool = False  # the whole file failed (I/O or YAML syntax)
+    # Part of the file (or all of it) could not be read as objects: its earlier objects not in `objects` are kept.
+    # A file that is not YAML at all (I/O, encoding, syntax) gives no objects.
+    unreadable: bool = False
 
 
 def manifest_files(paths: Iterable[Path]) -> list[Path]:
@@ -54,14 +57,33 @@ def manifest_files(paths: Iterable[Path]) -> list[Path]:
 # libyaml when PyYAML has it: about 6x faster than the pure-Python loader (10,000 pods: 1.2 s instead of 7 s).
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+# A document may not grow by more than this many nodes through aliases: a few hundred bytes of nested aliases
+# ("billion laughs") expand to billions, and whatever walks the result (validation, messages) never ends.
+MAX_ALIAS_EXPANSION = 100_000
+
+# Byte order marks, longest first (UTF-32 LE starts like UTF-16 LE). PowerShell's `>` writes UTF-16 LE with a BOM.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
 
 def read_file(path: Path, cache: dict[Path, tuple[str, FileResult]] | None = None) -> FileResult:
     """Read and parse one file. With `cache` (each file's last text and result), a file whose text did not change
     is not parsed again: one pod edited among 10,000 costs reading the files, not parsing them all."""
+    where = shown(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as e:
-        return FileResult(errors=[f"{path}: cannot read: {e.strerror}"], unreadable=True)
+        return FileResult(errors=[f"{where}: cannot read: {e.strerror or e}"], unreadable=True)
+    try:
+        text = decode(data)
+    except UnicodeDecodeError as e:
+        return FileResult(errors=[f"{where}: not text: {e.reason} at byte {e.start} (expected UTF-8, or UTF-16/32 "
+                                  "with a byte order mark)"], unreadable=True)
     if cache is None:
         return parse_text(path, text)
     cached = cache.get(path)
@@ -70,50 +92,146 @@ def read_file(path: Path, cache: dict[Path, tuple[str, FileResult]] | None = Non
     return cached[1]
 
 
+def shown(path: Path) -> str:
+    """A file name as messages show it (a name may hold a newline)."""
+    return clip(str(path), 500)
+
+
+def decode(data: bytes) -> str:
+    """A file's text: UTF-8, or UTF-16/UTF-32 when it starts with a byte order mark (as YAML allows)."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return data[len(bom):].decode(encoding)
+    return data.decode("utf-8")
+
+
 def parse_text(path: Path, text: str) -> FileResult:
-    """The objects (and problems) of one file's text; `path` only names the file in messages."""
-    result = FileResult()
+    """The objects (and problems) of one file's text; `path` only names the file in messages.
+
+    Nothing raises out of here: a document that breaks in an unforeseen way is a problem naming the file and the
+    document, like any other.
+    """
+    result, where = FileResult(), shown(path)
     try:
-        documents = list(yaml.load_all(text, Loader=_LOADER))
+        documents = load_documents(text)
+        for number, doc in enumerate(documents, 1):
+            if isinstance(doc, DocumentError):
+                result.errors.append(f"{where}: document {number}: {doc}")
+                result.unreadable = True  # which objects it held is unknown: they keep their last good versions
+                continue
+            for item in _expand_lists(doc):
+                _add_object(result, where, number, item)
     except yaml.YAMLError as e:
-        result.errors.append(f"{path}: not valid YAML: {e}".replace("\n", " "))
-        result.unreadable = True
-        return result
-    for doc in _expand_lists(documents):
-        try:
-            obj = parse_object(doc)
-        except ObjectError as e:
-            result.errors.append(f"{path}: {e}")
-            result.invalid.add(e.ref)
-            if (ref := listener_ref(doc)) is not None:
-                result.invalid_listeners.setdefault(ref, InvalidObject.of(ref, doc, f"{path}: {e}"))
-            continue
-        if obj is None:
-            continue
-        if obj.ref in result.objects:
-            result.errors.append(f"{path}: {obj.ref}: defined twice; the first definition is used")
-            continue
-        result.objects[obj.ref] = obj
+        return FileResult(errors=[f"{where}: not valid YAML: {clip(str(e), 500)}"], unreadable=True)
+    except Exception as e:  # a value the YAML constructor chokes on (a timestamp with month 13), or a bug
+        log.debug("parsing %s failed", where, exc_info=True)
+        return FileResult(errors=[f"{where}: cannot parse: {type(e).__name__}: {clip(str(e), 300)}"], unreadable=True)
     return result
 
 
-def _expand_lists(documents: Iterable[Any]) -> Iterator[Any]:
-    for doc in documents:
-        if doc is None:
+def _add_object(result: FileResult, where: str, number: int, doc: Any) -> None:
+    try:
+        obj = parse_object(doc)
+    except UnnamedError as e:
+        result.errors.append(f"{where}: document {number}: {e}")
+        result.unreadable = True  # which object it is, is unknown: every earlier object of the file stays
+        return
+    except ObjectError as e:
+        result.errors.append(f"{where}: {e}")
+        result.invalid.add(e.ref)
+        if (ref := listener_ref(doc)) is not None:
+            result.invalid_listeners.setdefault(ref, InvalidObject.of(ref, doc, f"{where}: {e}"))
+        return
+    except Exception as e:  # parse_object raises only ObjectError; anything else is a bug, which must not spread
+        log.exception("%s: document %d: unexpected error while parsing", where, number)
+        result.errors.append(f"{where}: document {number}: cannot parse: {type(e).__name__}: {clip(str(e))}")
+        result.unreadable = True
+        return
+    if obj is None:
+        return
+    if obj.ref in result.objects:
+        result.errors.append(f"{where}: {obj.ref}: defined twice; the first definition is used")
+        return
+    result.objects[obj.ref] = obj
+
+
+class DocumentError(str):
+    """Stands for a document that was refused before it was built (`load_documents` says why)."""
+
+
+def load_documents(text: str) -> Iterator[Any]:
+    """The documents of a YAML stream, each one composed, measured, then built.
+
+    A document whose aliases expand to more than MAX_ALIAS_EXPANSION nodes, or refer to themselves, comes out as a
+    DocumentError instead: building it is cheap (aliases share objects), but anything that walks it never ends.
+    Raises yaml.YAMLError for a stream that is not YAML.
+    """
+    anchors = "&" in text  # no anchor, no alias: most files skip the measuring
+    loader = _LOADER(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            problem = _alias_problem(node) if anchors else None
+            yield DocumentError(problem) if problem else loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _alias_problem(root: yaml.Node) -> str | None:
+    """Why a composed document must not be built: self-referring aliases, or an expansion over the limit."""
+    size: dict[int, int] = {}  # node id -> nodes it expands to, itself included
+    distinct = 0
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            size[key] = 1 + sum(size[id(child)] for child in _children(node))
             continue
-        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-            yield from doc["items"]
-        else:
-            yield doc
+        if key in size:
+            continue
+        if key in open_nodes:
+            return "an alias refers to a node that contains it (a recursive document)"
+        distinct += 1
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in size)
+    if size[id(root)] - distinct > MAX_ALIAS_EXPANSION:
+        return f"aliases expand it by more than {MAX_ALIAS_EXPANSION} nodes; refused"
+    return None
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _expand_lists(doc: Any) -> list[Any]:
+    """The objects of one document: none, itself, or the items of a `kind: List`."""
+    if doc is None:
+        return []
+    if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        return doc["items"]
+    return [doc]
 
 
 def validate(paths: Iterable[Path]) -> tuple[int, list[str]]:
     """Check manifests without running anything: (objects found, problems)."""
     count, problems = 0, []
-    files = manifest_files(paths)
+    files: list[Path] = []
     for path in paths:
-        if not path.exists():
-            problems.append(f"{path}: no such file or directory")
+        try:
+            if path.exists():
+                files += manifest_files([path])
+            else:
+                problems.append(f"{shown(path)}: no such file or directory")
+        except (OSError, ValueError) as e:  # a name with a NUL byte, a directory we may not list
+            problems.append(f"{shown(path)}: cannot read: {e}")
     seen: dict[ObjectRef, Path] = {}
     objects: dict[ObjectRef, KubeObject] = {}
     for path in files:
@@ -121,7 +239,7 @@ def validate(paths: Iterable[Path]) -> tuple[int, list[str]]:
         problems += result.errors
         for ref, obj in result.objects.items():
             if ref in seen:
-                problems.append(f"{path}: {ref}: also defined in {seen[ref]}; the first definition is used")
+                problems.append(f"{shown(path)}: {ref}: also defined in {shown(seen[ref])}; the first definition is used")
             else:
                 seen[ref] = path
                 objects[ref] = obj
@@ -221,6 +339,17 @@ class ManifestSource:
         objects = [self._files[paths[0]].objects[ref] for ref, paths in self._defined.items()]
         self.world.replace(self.status.name, objects)
 
+    async def reload(self) -> None:
+        """`load()`, with the files parsed in a thread first: 100,000 pods take seconds to parse, and xDS must keep
+        answering meanwhile. The World changes on the event loop, as always."""
+        await asyncio.to_thread(self._parse_ahead, None)
+        self.load()
+
+    def _parse_ahead(self, paths: Iterable[Path] | None) -> None:
+        """Fill the parse cache for these files (None: all), so that reading them again on the loop costs no parse."""
+        for path in manifest_files(self._roots) if paths is None else paths:
+            read_file(path, self._parsed)
+
     def apply_changes(self, changed: Iterable[Path]) -> None:
         """Re-read the files these changed paths (absolute, as the watcher reports them) touch, and hand the World
         the objects that changed."""
@@ -264,20 +393,31 @@ class ManifestSource:
 
         The watcher starts after the first `load()`: its first (empty, timed-out) batch says it is in place, and a
         full load then catches any edit made in between. A watched path that is itself replaced or removed starts
-        the watcher again, on what is there then.
+        the watcher again, on what is there then. Nothing ends the watch silently: a failure (a bug, the watcher
+        breaking) is logged, the source marked down (its objects stay), and the watch starts again after a pause.
         """
         gone = False
+        pause = 0.5
         try:
             while stop is None or not stop.is_set():
-                watched = [p for p in self._roots if p.exists()]
-                if not watched:  # everything named is gone: its files vanish (with the grace); wait for them
-                    if not gone:
-                        self.load()
-                    gone = True
-                    await asyncio.sleep(1)
-                    continue
-                gone = False
-                await self._watch(watched, stop)
+                try:
+                    watched = [p for p in self._roots if p.exists()]
+                    if not watched:  # everything named is gone: its files vanish (with the grace); wait for them
+                        if not gone:
+                            self.load()
+                        gone = True
+                        await asyncio.sleep(1)
+                        continue
+                    gone = False
+                    await self._watch(watched, stop)
+                except Exception as e:
+                    if self.status.last_error is None:
+                        pause = 0.5  # it recovered since the last failure
+                    self.status.up, self.status.last_error = False, f"watch failed: {type(e).__name__}: {clip(str(e))}"
+                    self.status.touch()
+                    log.exception("manifests: the watch failed; restarting it in %gs", pause)
+                    await asyncio.sleep(pause)
+                    pause = min(2 * pause, 30.0)
         finally:
             if self._timer is not None:
                 self._timer.cancel()
@@ -290,7 +430,8 @@ class ManifestSource:
         ):
             if not in_place:
                 in_place = True
-                self.load()
+                await self.reload()
+                self.status.last_error = None
                 continue
             if not changes:
                 if len(watched) < len(self._roots) and any(p.exists() for p in self._roots if p not in watched):
@@ -301,8 +442,9 @@ class ManifestSource:
             more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
             log.info("manifests changed: %s%s", clip(", ".join(shown[:5]), 1000), more)
             if any(p in paths for p in watched):
-                self.load()
+                await self.reload()
                 return  # a watched path was itself replaced or removed: its watch is gone
+            await asyncio.to_thread(self._parse_ahead, sorted(p for p in paths if file_changes.listed(self._roots, p)))
             self.apply_changes(paths)
 
     # ---- internals -----------------------------------------------------------------------------------------------

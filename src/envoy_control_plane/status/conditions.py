@@ -7,7 +7,10 @@ writer sends it back to the cluster each object came from.
 
 - `Accepted`: True; or False with reason InvalidSpec (the source could not parse the object: its last valid version,
   if any, stays in effect), PortConflict or NameConflict (the newer of two listeners on one node asking for one port or
-  one Envoy listener name; the message names the older), or any other reason the world gives for a rejection.
+  one Envoy listener name; the message names the older), SecretNotFound or SecretInvalid (a Secret its tls names
+  cannot be served, so the listener is held back), SecretsNotServed (TLS listeners are not served at all: see
+  xds.insecure_secrets). A listener served with the last good version of a Secret that has gone bad stays True, and
+  the message says so.
 - `Programmed`: True once at least one Envoy of the node has ACKed a version containing the listener; False (reason
   Rejected) with Envoy's message when an Envoy NACKed the listener's current version; False (NotAccepted) when the
   listener is not sent at all; Unknown while no Envoy of the node is connected (NoEnvoy) or none has answered yet
@@ -29,6 +32,7 @@ from ..model import EgressListener, IngressListener, Listener, ObjectRef
 from ..sources.status import InvalidObject, SourceStatus
 from ..state import Rejection, SourceRef, World, listener_name, used_cluster
 from ..text import clip
+from ..translate.node import ListenerProblem
 from ..xds.cache import SnapshotCache
 from ..xds.streams import StreamRegistry, TypeStatus
 from ..xds.types import LISTENER
@@ -82,18 +86,25 @@ class ListenerStatus:
 
 
 def listener_statuses(
-    world: World, sources: Iterable[SourceStatus], cache: SnapshotCache, streams: StreamRegistry
+    world: World,
+    sources: Iterable[SourceStatus],
+    cache: SnapshotCache,
+    streams: StreamRegistry,
+    problems: Iterable[ListenerProblem] = (),
 ) -> list[ListenerStatus]:
-    """Every listener object any source knows (valid, rejected or invalid), sorted by source, kind, namespace, name."""
+    """Every listener object any source knows (valid, rejected or invalid), sorted by source, kind, namespace, name.
+    `problems` are the controller's: listeners held back (or degraded) by their Secrets."""
     listeners = {key: obj for key, obj in world.objects().items() if isinstance(obj, IngressListener | EgressListener)}
     invalid = {(s.name, ref): record for s in sources for ref, record in s.invalid.items()}
     nodes = {listener.spec.nodename for listener in listeners.values()}
     rejections = {r.key: r for node in nodes for r in world.listeners(node).rejected}
+    secret_problems = {(p.source, p.listener.ref): p for p in problems}
     lds_by_node = _lds_by_node(streams)
     result = []
     for key in sorted(listeners.keys() | invalid.keys()):
         listener, record = listeners.get(key), invalid.get(key)
-        accepted = _accepted(rejections.get(key), record, kept=listener is not None)
+        problem = secret_problems.get(key)
+        accepted = _accepted(rejections.get(key), record, problem, kept=listener is not None)
         if listener is None:
             assert record is not None
             programmed = Condition(PROGRAMMED, FALSE, "NotAccepted", "not sent to any Envoy: the spec is invalid")
@@ -103,7 +114,7 @@ def listener_statuses(
             cluster = used_cluster(listener)
             endpoints = len(world.endpoints(cluster)) if cluster else 0
             generation = record.generation if record is not None else listener.generation
-            if key in rejections:
+            if key in rejections or (problem is not None and problem.held_back):
                 programmed = Condition(PROGRAMMED, FALSE, "NotAccepted", "not sent to any Envoy: see Accepted")
             else:
                 programmed = _programmed(listener, cache, lds_by_node.get(node, []))
@@ -120,13 +131,20 @@ def _lds_by_node(streams: StreamRegistry) -> dict[str, list[TypeStatus]]:
     }
 
 
-def _accepted(rejection: Rejection | None, record: InvalidObject | None, kept: bool) -> Condition:
+def _accepted(
+    rejection: Rejection | None, record: InvalidObject | None, problem: ListenerProblem | None, kept: bool
+) -> Condition:
     if record is not None:
         tail = " (its last valid version stays in effect)" if kept else ""
         return Condition(ACCEPTED, FALSE, "InvalidSpec", clip(record.message, MESSAGE_LIMIT - len(tail)) + tail)
     if rejection is not None:
         return Condition(ACCEPTED, FALSE, rejection.reason, clip(rejection.message, MESSAGE_LIMIT))
-    return Condition(ACCEPTED, TRUE, "Accepted", "valid, and nothing else on its node asks for its port or name")
+    if problem is not None and problem.held_back:
+        return Condition(ACCEPTED, FALSE, problem.reason or "SecretInvalid", clip(problem.message, MESSAGE_LIMIT))
+    message = "valid, and nothing else on its node asks for its port or name"
+    if problem is not None:
+        message = clip(f"{message}; but {problem.message}", MESSAGE_LIMIT)
+    return Condition(ACCEPTED, TRUE, "Accepted", message)
 
 
 def _programmed(listener: Listener, cache: SnapshotCache, lds: list[TypeStatus]) -> Condition:

@@ -84,6 +84,7 @@ class LeaderElection:
         self._observed_at = 0.0  # ...and when (monotonic) it was first seen so
         self._last_renew = 0.0
         self._record: dict[str, Any] | None = None  # the lease object as last read or written
+        self._last_error: str | None = None
 
     @property
     def path(self) -> str:
@@ -95,11 +96,12 @@ class LeaderElection:
         while True:
             try:
                 held = await self._try_acquire_or_renew()
+                self._last_error = None
             except KubeError as e:
                 held = False
-                log.debug("lease %s: %s", self.path, e)
-                if self.leading:
-                    log.warning("lease %s: cannot renew: %s", self.path, e)
+                if str(e) != self._last_error:  # once per distinct failure, not every retry period
+                    log.warning("lease %s: cannot %s it: %s", self.path, "renew" if self.leading else "take", e)
+                self._last_error = str(e)
             now = loop.time()
             if held:
                 self._last_renew = now

@@ -20,6 +20,7 @@ from typing import Any
 from ..config import ClusterConfig, StatusConfig
 from ..metrics import Metrics
 from ..model import ObjectRef
+from ..sources.kubernetes.backoff import Backoff
 from ..sources.kubernetes.client import KubeClient, KubeError, connect
 from ..sources.kubernetes.reflector import RESOURCES
 from ..state import SourceRef
@@ -98,6 +99,9 @@ class StatusWriter:
         self._observed: dict[SourceRef, _Observed] = {}
         self._listed: dict[str, float] = {}  # cluster -> when (monotonic) its listeners' statuses were last read
         self._failing: dict[str, str] = {}  # cluster -> the last error, logged once
+        self._backoffs: dict[str, Backoff] = {}  # cluster -> its backoff while writes to it fail
+        self._retry_at: dict[str, float] = {}
+        self._refused: dict[SourceRef, dict[str, Any]] = {}  # object -> a status the API server refused (400, 422)
         self._limits = EventRateLimit(config.events.burst, config.events.every_s)
         lease = config.lease
         self.lease = LeaderElection(
@@ -137,21 +141,29 @@ class StatusWriter:
         for status in self._statuses():
             if status.source in self._clusters:
                 by_cluster.setdefault(status.source, []).append(status)
+        loop = asyncio.get_running_loop()
         for name in self._clusters:
+            if loop.time() < self._retry_at.get(name, 0.0):
+                continue  # failed lately: wait out the backoff
             try:
                 client = await self._client(name)
                 await self._write_cluster(name, client, by_cluster.get(name, []))
             except KubeError as e:
                 self._metrics.status_errors.labels(name).inc()
+                delay = e.retry_after or self._backoffs.setdefault(name, Backoff(1.0, 30.0)).next()
+                self._retry_at[name] = loop.time() + delay
                 if self._failing.get(name) != str(e):
                     log.warning("status of %s's listeners not written: %s; retrying", name, e)
                 self._failing[name] = str(e)
             else:
+                self._backoffs.pop(name, None)
                 if self._failing.pop(name, None) is not None:
                     log.info("status of %s's listeners written again", name)
         known = {s.key for statuses in by_cluster.values() for s in statuses}
         for key in [k for k in self._observed if k not in known]:
             del self._observed[key]  # deleted: if it comes back, it is read again
+        for key in [k for k in self._refused if k not in known]:
+            del self._refused[key]
         self._limits.keep_only(known)
 
     async def _write_cluster(self, name: str, client: KubeClient, statuses: list[ListenerStatus]) -> None:
@@ -181,13 +193,14 @@ class StatusWriter:
         ref = wanted.ref
         resource = LISTENER_RESOURCES[ref.kind]
         observed = self._observed.get(wanted.key)
+        patch: dict[str, Any] | None = None
         try:
             if observed is None:  # created since the last list
                 observed = self._observed[wanted.key] = _observed(
                     await client.get(resource.item_path(ref.namespace, ref.name), timeout=REQUEST_TIMEOUT)
                 )
             patch = status_patch(wanted, observed.status, _now())
-            if patch is None:
+            if patch is None or _same_but_time(self._refused.get(wanted.key), patch):
                 return
             answer = await client.patch(resource.item_path(ref.namespace, ref.name, "status"), {"status": patch},
                                         timeout=REQUEST_TIMEOUT)
@@ -195,7 +208,14 @@ class StatusWriter:
             if e.code == 404:  # deleted meanwhile: the world hears of it through the watch
                 self._observed.pop(wanted.key, None)
                 return
+            if e.code in (400, 422) and patch is not None:  # this object's status is refused: not the others'
+                self._refused[wanted.key] = patch
+                self._metrics.status_errors.labels(wanted.source).inc()
+                log.warning("status of %s (cluster %s) refused, not retried until it changes: %s", ref,
+                            wanted.source, e)
+                return
             raise
+        self._refused.pop(wanted.key, None)
         self._metrics.status_patches.labels(wanted.source).inc()
         log.info("status of %s (cluster %s) written: %s", ref, wanted.source,
                  ", ".join(f"{c.type}={c.status} ({c.reason})" for c in wanted.conditions))
@@ -225,6 +245,18 @@ class StatusWriter:
             cluster = self._clusters[name]
             client = self._clients[name] = await connect(cluster.kubeconfig, cluster.context)
         return client
+
+
+def _same_but_time(refused: dict[str, Any] | None, patch: dict[str, Any]) -> bool:
+    """Whether `patch` is a status already refused, but for the transition times it would set."""
+    if refused is None:
+        return False
+
+    def timeless(status: dict[str, Any]) -> Any:
+        conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]]
+        return conditions, status["endpoints"]
+
+    return timeless(refused) == timeless(patch)
 
 
 def _observed(obj: dict[str, Any]) -> _Observed:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from envoy_control_plane.sources.status import InvalidObject, SourceStatus
 from envoy_control_plane.state import World
 from envoy_control_plane.status.conditions import ListenerStatus, listener_statuses
-from envoy_control_plane.translate.node import Addresses, node_resources
+from envoy_control_plane.translate.node import Addresses, build_node, node_resources
+from envoy_control_plane.translate.secrets import ServedSecrets
 from envoy_control_plane.xds.cache import Snapshot, SnapshotCache
 from envoy_control_plane.xds.streams import StreamRegistry, TypeStatus
 from envoy_control_plane.xds.types import LISTENER
@@ -104,3 +105,16 @@ def test_endpoints_count_the_pods_of_the_target_or_rbac_cluster():
     found = fold(world, cache, streams)
     assert (found["out"].endpoints, found["in"].endpoints, found["open"].endpoints) == (2, 1, 0)
     assert found["out"].to_json()["endpoints"] == 2 and found["out"].to_json()["kind"] == "EgressListener"
+
+
+def test_a_listener_held_back_for_a_missing_secret_is_not_accepted():
+    world, cache, streams = World(), SnapshotCache(), StreamRegistry()
+    world.upsert("m", egress("plain", "n", 9090, 80, "web"))
+    world.upsert("m", egress("secure", "n", 9091, 80, "web", spec_extra={"tls": {"secret": "missing"}}))
+    build = build_node(world, "n", Addresses(), ServedSecrets(), serve_secrets=True)
+    cache.set("n", Snapshot.build(build.resources))
+    found = {s.ref.name: s for s in listener_statuses(world, [], cache, streams, build.problems)}
+    assert conditions(found["secure"]) == {"Accepted": ("False", "SecretNotFound"),
+                                           "Programmed": ("False", "NotAccepted")}
+    assert "missing" in found["secure"].condition("Accepted").message
+    assert conditions(found["plain"])["Accepted"] == ("True", "Accepted")

@@ -3,10 +3,13 @@ rate-limited per object."""
 
 from __future__ import annotations
 
+from envoy_control_plane.config import ClusterConfig, StatusConfig
+from envoy_control_plane.metrics import Metrics
 from envoy_control_plane.model import ObjectRef
+from envoy_control_plane.sources.kubernetes.client import KubeError, ListResult
 from envoy_control_plane.status.conditions import Condition, ListenerStatus
 from envoy_control_plane.status.events import EventRateLimit
-from envoy_control_plane.status.writer import new_problems, status_patch
+from envoy_control_plane.status.writer import StatusWriter, new_problems, status_patch
 
 REF = ObjectRef("EgressListener", "default", "out")
 
@@ -58,3 +61,69 @@ def test_the_event_rate_limit_allows_a_burst_then_one_per_period_per_object():
     assert not limit.allow(key)
     clock[0] = 61
     assert limit.allow(key) and not limit.allow(key)
+
+
+class StubClient:
+    """Plays the API server for the writer: objects' statuses, and failures by path."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.fail: dict[str, KubeError] = {}  # path fragment -> the error every matching request gets
+
+    def _check(self, method: str, path: str) -> None:
+        self.calls.append((method, path))
+        for fragment, error in self.fail.items():
+            if fragment in path:
+                raise error
+
+    async def list(self, resource, namespace, *, page_size: int, timeout: float) -> ListResult:
+        self._check("LIST", resource.path(namespace))
+        return ListResult([], "1")
+
+    async def get(self, path: str, *, timeout: float) -> dict:
+        self._check("GET", path)
+        return {"metadata": {"uid": "u"}}
+
+    async def patch(self, path: str, patch: dict, *, timeout: float) -> dict:
+        self._check("PATCH", path)
+        return patch
+
+    async def create(self, path: str, body: dict, *, timeout: float) -> dict:
+        self._check("POST", path)
+        return body
+
+
+def writer_with(statuses: list[ListenerStatus]) -> tuple[StatusWriter, StubClient]:
+    cluster = ClusterConfig(name="aws")
+    writer = StatusWriter([cluster], lambda: statuses, StatusConfig(), "me", Metrics(), "default")
+    stub = writer._clients["aws"] = StubClient()  # type: ignore[assignment]
+    return writer, stub
+
+
+def named(name: str, accepted: tuple[str, str, str] = OK) -> ListenerStatus:
+    conditions = (Condition("Accepted", *accepted), Condition("Programmed", *RUNS))
+    return ListenerStatus("aws", ObjectRef("EgressListener", "default", name), "n", 1, 0, 1, conditions)
+
+
+async def test_a_status_the_server_refuses_is_not_retried_and_does_not_hold_back_the_others():
+    writer, stub = writer_with([named("bad"), named("good")])
+    stub.fail["/bad/status"] = KubeError("422 Invalid: no", 422)
+    await writer.write_once()
+    assert [m for m, p in stub.calls if m == "PATCH"] == ["PATCH", "PATCH"]  # bad (refused), then good
+    stub.calls.clear()
+    await writer.write_once()
+    assert not [c for c in stub.calls if c[0] == "PATCH"]  # nothing new: neither is written again
+
+
+async def test_a_cluster_that_fails_is_retried_after_a_backoff_not_every_round():
+    writer, stub = writer_with([named("one")])
+    stub.fail["egresslisteners"] = KubeError("connection refused")
+    await writer.write_once()
+    tried = len(stub.calls)
+    await writer.write_once()
+    assert len(stub.calls) == tried  # backing off
+    writer._retry_at.clear()  # the backoff has passed
+    stub.fail.clear()
+    await writer.write_once()
+    assert ("PATCH", "/apis/egresslistener.envoy.uw.systems/v1alpha1/namespaces/default/egresslisteners/one/status") \
+        in stub.calls

@@ -29,6 +29,8 @@ from .memfiles import memory_files
 
 RETRY_AFTER_MAX = 300.0  # a Retry-After longer than this is read as this
 
+from ...text import clip
+
 
 class KubeError(Exception):
     """A failed request or watch; `code` is the HTTP status (or the Status code of a watch ERROR event), None when
@@ -80,7 +82,9 @@ class WatchEvent:
 
     @property
     def resource_version(self) -> str | None:
-        return (self.object.get("metadata") or {}).get("resourceVersion")
+        meta = self.object.get("metadata") if isinstance(self.object, dict) else None
+        version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        return version if isinstance(version, str) else None
 
 
 @contextlib.contextmanager
@@ -142,9 +146,11 @@ class WatchStream:
     def _event(self, line: bytes | bytearray) -> WatchEvent:
         with _errors(self._what):
             event = json.loads(line)
+        if not isinstance(event, dict):
+            raise KubeError(f"{self._what}: not a watch event: {clip(line.decode(errors='replace'))}")
         if event.get("type") == "ERROR":
             raise _status_error(event.get("object"), 500)
-        return WatchEvent(event.get("type", ""), event.get("object") or {})
+        return WatchEvent(str(event.get("type", "")), event.get("object") or {})
 
     async def close(self) -> None:
         self._response.release()
@@ -241,13 +247,17 @@ class KubeClient:
         """A JSON merge patch (RFC 7386): keys set to None are removed, lists are replaced whole."""
         return await self._json("PATCH", path, timeout, patch, "application/merge-patch+json")
     async def list(
-        self, resource: Resource, namespace: str | None, *, field_selector: str = "", page_size: int, timeout: float
+        self, resource: Resource, namespace: str | None, *, field_selector: str = "", label_selector: str = "",
+        page_size: int, timeout: float,
     ) -> ListResult:
         """Every object, in pages; the resourceVersion to watch from is the first page's."""
         items: list[dict[str, Any]] = []
         resource_version, token = "", ""
         while True:
-            params = {"fieldSelector": field_selector, "limit": str(page_size), "continue": token}
+            params = {
+                "fieldSelector": field_selector, "labelSelector": label_selector, "limit": str(page_size),
+                "continue": token,
+            }
             response = await self._get(resource.path(namespace), params, aiohttp.ClientTimeout(total=timeout))
             with _errors(f"GET {resource.path(namespace)}"):
                 body = await response.json()
@@ -260,13 +270,13 @@ class KubeClient:
 
     async def watch(
         self, resource: Resource, namespace: str | None, *, resource_version: str, field_selector: str = "",
-        timeout_seconds: int, connect_timeout: float, read_timeout: float,
+        label_selector: str = "", timeout_seconds: int, connect_timeout: float, read_timeout: float,
     ) -> WatchStream:
         """Open a watch from `resource_version`, with bookmarks; the server ends it after `timeout_seconds`, and
         the client gives up on a connection silent for `read_timeout`."""
         params = {
             "watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(timeout_seconds), "fieldSelector": field_selector,
+            "timeoutSeconds": str(timeout_seconds), "fieldSelector": field_selector, "labelSelector": label_selector,
         }
         timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
         response = await self._get(resource.path(namespace), params, timeout)

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ...model import API_VERSIONS, KubeObject, ObjectError, ObjectRef, parse_object
+from ...model import API_VERSIONS, KubeObject, ObjectError, ObjectRef, UnnamedError, identify, parse_object
 from ...state import World
+from ...text import clip, quote
 from ..status import InvalidObject
 from .backoff import Backoff
 from .client import KubeClient, KubeError, Resource, WatchEvent
@@ -31,10 +32,30 @@ RESOURCES = (
     Resource("Pod", API_VERSIONS["Pod"], "pods"),
     Resource("IngressListener", API_VERSIONS["IngressListener"], "ingresslisteners"),
     Resource("EgressListener", API_VERSIONS["EgressListener"], "egresslisteners"),
+    Resource("Secret", API_VERSIONS["Secret"], "secrets"),
 )
 # Finished pods are never endpoints; leaving them out keeps lists small where many Jobs run. A pod that finishes
 # leaves the selection, and the API server reports that as DELETED.
-FIELD_SELECTORS = {"Pod": "status.phase!=Succeeded,status.phase!=Failed"}
+FIELD_SELECTORS = {
+    "Pod": "status.phase!=Succeeded,status.phase!=Failed",
+    # Only kubernetes.io/tls and Opaque Secrets can be referenced. A field selector cannot say "one of two types", so
+    # it leaves out the common types that never can (service account tokens, registry credentials, Helm releases);
+    # parse_object drops the rest, and Opaque Secrets without ca.crt, as they arrive.
+    "Secret": ",".join(
+        f"type!={t}"
+        for t in (
+            "kubernetes.io/service-account-token",
+            "kubernetes.io/dockercfg",
+            "kubernetes.io/dockerconfigjson",
+            "kubernetes.io/basic-auth",
+            "kubernetes.io/ssh-auth",
+            "bootstrap.kubernetes.io/token",
+            "helm.sh/release.v1",
+        )
+    ),
+}
+# Kinds that a ClusterRole may not grant yet (an upgrade that did not update it): a 403 counts as "not served".
+OPTIONAL_READS = frozenset({"Secret"})
 
 
 @dataclass(frozen=True)
@@ -63,9 +84,11 @@ class Reflector:
         settings: WatchSettings,
         on_change: Callable[[], None],
         rng: random.Random | None = None,
+        label_selector: str = "",
     ) -> None:
         self.client = client
         self.resource = resource
+        self.label_selector = label_selector
         self.world = world
         self.source = source
         self.namespace = namespace
@@ -133,18 +156,18 @@ class Reflector:
         try:
             listed = await self.client.list(
                 self.resource, self.namespace, field_selector=FIELD_SELECTORS.get(self.resource.kind, ""),
-                page_size=self.settings.page_size, timeout=self.settings.list_timeout,
+                label_selector=self.label_selector, page_size=self.settings.page_size,
+                timeout=self.settings.list_timeout,
             )
         except KubeError as e:
-            if e.code == 404 and self.resource.kind != "Pod":
+            if (e.code == 404 and self.resource.kind != "Pod") or (e.code == 403 and self.resource.kind in OPTIONAL_READS):
                 self._set_absent(e)
                 return False
             raise
-        defaults = {"kind": self.resource.kind, "apiVersion": self.resource.api_version}  # lists may omit them
         objects: dict[ObjectRef, KubeObject] = {}
         problems: dict[ObjectRef, InvalidObject] = {}
         for item in listed.items:
-            ref, obj, problem = self._parse({**defaults, **item})
+            ref, obj, problem = self._parse(item)
             if problem is not None:
                 problems[ref] = problem
                 obj = self.known.get(ref)  # an object that turned invalid keeps its last good version
@@ -167,7 +190,7 @@ class Reflector:
         timeout = self._rng.randint(self.settings.watch_timeout, 2 * self.settings.watch_timeout)
         stream = await self.client.watch(
             self.resource, self.namespace, resource_version=self.resource_version,
-            field_selector=FIELD_SELECTORS.get(self.resource.kind, ""),
+            field_selector=FIELD_SELECTORS.get(self.resource.kind, ""), label_selector=self.label_selector,
             timeout_seconds=timeout, connect_timeout=self.settings.connect_timeout,
             read_timeout=timeout + self.settings.read_grace,
         )
@@ -198,26 +221,43 @@ class Reflector:
                 self._clear_problem(ref)
                 self.world.upsert(self.source, obj)
         elif event.type == "DELETED":
-            ref = self._ref(event.object)
-            self.known.pop(ref, None)
-            self._clear_problem(ref)
-            self.world.delete(self.source, ref)
+            try:
+                ref = identify(self.resource.kind, event.object)
+            except UnnamedError as e:
+                log.warning("%s: ignoring the deletion of an object without a usable name: %s", self.source, e)
+            else:
+                self.known.pop(ref, None)
+                self._clear_problem(ref)
+                self.world.delete(self.source, ref)
         elif event.type != "BOOKMARK":
-            log.debug("%s: %s: ignoring a watch event of type %r", self.source, self.resource.kind, event.type)
+            log.debug("%s: %s: ignoring a watch event of type %s", self.source, self.resource.kind, quote(event.type))
         if event.resource_version:
             self.resource_version = event.resource_version
         self._on_change()
 
-    def _ref(self, doc: dict[str, Any]) -> ObjectRef:
-        meta = doc.get("metadata") or {}
-        return ObjectRef(self.resource.kind, str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+    def _parse(self, doc: Any) -> tuple[ObjectRef, KubeObject | None, InvalidObject | None]:
+        """The object, or the problem with it (keyed by its ref; all unnamed ones of the kind share one key).
 
-    def _parse(self, doc: dict[str, Any]) -> tuple[ObjectRef, KubeObject | None, InvalidObject | None]:
-        ref = self._ref(doc)
+        Whatever the server sends, nothing raises: one malformed object must not stop the others' updates.
+        """
+        kind = self.resource.kind
+        if isinstance(doc, dict):
+            doc = {"kind": kind, "apiVersion": self.resource.api_version, **doc}  # lists may omit them
         try:
-            return ref, parse_object(doc), None
+            obj = parse_object(doc)
+            if obj is not None and obj.ref.kind != kind:
+                raise ObjectError(str(obj.ref), "kind", f"sent as a {kind}")
+            return identify(kind, doc), obj, None
+        except UnnamedError as e:
+            unnamed = ObjectRef(kind, "", "(unnamed)")
+            return unnamed, None, InvalidObject(unnamed, str(e))
         except ObjectError as e:
+            ref = identify(kind, doc)
             return ref, None, InvalidObject.of(ref, doc, str(e))
+        except Exception as e:  # parse_object raises only ObjectError: a bug, which must not stop the watch
+            log.exception("%s: %s: unexpected error while parsing an object", self.source, kind)
+            unparsed = ObjectRef(kind, "", "(unparsed)")
+            return unparsed, None, InvalidObject(unparsed, f"{kind}: cannot parse: {type(e).__name__}: {clip(str(e))}")
 
     def _set_problems(self, problems: dict[ObjectRef, InvalidObject]) -> None:
         for ref, problem in problems.items():
@@ -235,7 +275,7 @@ class Reflector:
 
     def _set_absent(self, e: KubeError) -> None:
         if not self.absent:
-            log.warning("%s: the cluster does not serve %s (%s); looking again every %gs", self.source,
+            log.warning("%s: the cluster does not serve %s or lets us read none (%s); looking again every %gs", self.source,
                         self.resource.plural, e, self.settings.absent_retry)
         self.known.clear()
         self._set_problems({})

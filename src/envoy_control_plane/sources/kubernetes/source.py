@@ -9,7 +9,7 @@ import random
 from ...config import ClusterConfig
 from ...model import LISTENER_KINDS, KubeObject, ObjectRef
 from ...state import World
-from ...text import clip
+from ...text import clip, redact_url
 from ..status import SourceStatus
 from .backoff import Backoff
 from .client import KubeClient, KubeError, connect
@@ -54,7 +54,8 @@ class KubernetesSource:
         try:
             self._reflectors = [
                 Reflector(client, resource, self.world, self.cluster.name, self.cluster.namespace, self.settings,
-                          lambda: self._refresh(client), self._rng)
+                          lambda: self._refresh(client), self._rng,
+                          label_selector=(self.cluster.secret_selector or "") if resource.kind == "Secret" else "")
                 for resource in RESOURCES
             ]
             for reflector in self._reflectors:
@@ -95,13 +96,13 @@ class KubernetesSource:
         status.last_error = next((r.last_error for r in reflectors if r.last_error), None)
         status.problems = sorted(problem.message for r in reflectors for problem in r.problems.values())
         status.invalid = {ref: problem for r in reflectors for ref, problem in r.problems.items()
-                          if ref.kind in LISTENER_KINDS}
+                          if ref.kind in LISTENER_KINDS and ref.namespace}  # an unnamed one has no status to set
         status.detail = self._detail(client, reflectors)
         status.touch()
 
     def _detail(self, client: KubeClient | None, reflectors: list[Reflector]) -> dict[str, object]:
         return {
-            "server": client.server if client else None,
+            "server": redact_url(client.server) if client else None,  # a kubeconfig may embed user:pass@
             "namespace": self.cluster.namespace,
             "kinds": {r.resource.kind: r.to_json() for r in reflectors},
         }

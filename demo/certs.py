@@ -1,4 +1,4 @@
-"""Throwaway certificates for the demo and the tests: a CA, and leaves with SPIFFE URI (or DNS) SANs it signs.
+"""Throwaway certificates for the demo and the tests: a CA, and leaves with SPIFFE URI, DNS or IP SANs it signs.
 
 EC P-256 keys, so making a few takes milliseconds. `kubectl`-style Secret documents come from `tls_secret`.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,15 +49,16 @@ class CA:
         )
         self.cert = self.certificate.public_bytes(serialization.Encoding.PEM)
 
-    def issue(self, common_name: str, sans: list[str]) -> Leaf:
-        """A leaf for client and server use; a SAN with "://" is a URI SAN, any other a DNS SAN."""
+    def issue(self, common_name: str | None, sans: list[str]) -> Leaf:
+        """A leaf for client and server use; a SAN with "://" is a URI SAN, an IP address an IP SAN, any other a DNS
+        SAN. No common name: an empty subject (the SANs alone name it)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        names = [x509.UniformResourceIdentifier(s) if "://" in s else x509.DNSName(s) for s in sans]
+        names = [_general_name(s) for s in sans]
         now = datetime.datetime.now(datetime.timezone.utc)
         serial = x509.random_serial_number()
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else []))
             .issuer_name(self.name)
             .public_key(key.public_key())
             .serial_number(serial)
@@ -67,9 +69,18 @@ class CA:
             )
         )
         if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=not common_name)
         cert = builder.sign(self.key, hashes.SHA256())
         return Leaf(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key), serial)
+
+
+def _general_name(san: str) -> x509.GeneralName:
+    if "://" in san:
+        return x509.UniformResourceIdentifier(san)
+    try:
+        return x509.IPAddress(ipaddress.ip_address(san))
+    except ValueError:
+        return x509.DNSName(san)
 
 
 def tls_secret(name: str, leaf: Leaf | None, ca: CA | bytes | None, namespace: str = "default") -> dict[str, Any]:

@@ -17,6 +17,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import certs
 from .logs import LEVELS, LogFormat
 from .text import quote
 
@@ -98,9 +99,9 @@ def _read(path: Path) -> bytes:
 
 def _certificates(pem: bytes, path: Path | None) -> list[x509.Certificate]:
     try:
-        return x509.load_pem_x509_certificates(pem)
-    except ValueError:
-        raise ValueError(f"{path}: not a PEM certificate") from None
+        return certs.certificates(pem)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def _private_key(pem: bytes, path: Path) -> Any:
@@ -119,6 +120,8 @@ class XdsConfig(Endpoint):
     debounce_ms: int = Field(default=20, ge=0, le=10_000)
     # Serve xDS only once every source has loaded, or after this long (a cluster that cannot be reached).
     initial_sync_timeout_s: float = Field(default=10, ge=0, le=600)
+    # Wait this long at most for an Envoy to answer (ACK or NACK) a response before other types go ahead without it.
+    ack_timeout_s: float = Field(default=10, gt=0, le=600)
 
 
 class AdminConfig(Endpoint):

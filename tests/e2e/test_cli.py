@@ -45,11 +45,14 @@ def test_bootstrap_output_is_accepted_by_envoy_validate(tmp_path: Path, extra: l
 def test_bootstrap_with_xds_mtls_is_what_the_tls_tests_run_and_envoy_accepts_it(tmp_path: Path) -> None:
     from envoy_control_plane import bootstrap
 
-    from .harness.certs import CA
+    from demo.certs import CA
 
-    ca = CA()
-    cert, key = ca.issue("node-a").write(tmp_path, "node")
-    ca_path = ca.write(tmp_path / "ca.crt")
+    ca = CA("test CA")
+    leaf = ca.issue("node-a", [])
+    cert, key, ca_path = tmp_path / "node.crt", tmp_path / "node.key", tmp_path / "ca.crt"
+    cert.write_bytes(leaf.cert)
+    key.write_bytes(leaf.key)
+    ca_path.write_bytes(ca.cert)
     files = ["--xds-ca", str(ca_path), "--xds-cert", str(cert), "--xds-key", str(key)]
     result = cli("bootstrap", "--node-id", "node-a", "--xds", "xds.example:443", *files)
     assert result.returncode == 0, result.stderr
@@ -88,8 +91,9 @@ def test_bootstrap_refuses_incomplete_xds_tls_flags(flags: list[str], message: s
         ({"xds": {"port": 70000}, "manifests": ["m"]}, ["xds.port", "65535"]),
         ({"admin": {"port": "http"}, "manifests": ["m"]}, ["admin.port"]),
         ({"manifests": ["no-such-dir"]}, ["manifests", "no-such-dir", "not found"]),
+        ({"xds": {"tls": {"cert": "x.crt", "key": "x.key"}}, "manifests": ["m"]}, ["xds.tls.cert", "file not found"]),
     ],
-    ids=["unknown-key", "port-out-of-range", "port-not-a-number", "missing-manifests"],
+    ids=["unknown-key", "port-out-of-range", "port-not-a-number", "missing-manifests", "missing-xds-cert"],
 )
 def test_run_refuses_a_bad_config_with_one_line(tmp_path: Path, config: dict, fragments: list[str]) -> None:
     (tmp_path / "m").mkdir()

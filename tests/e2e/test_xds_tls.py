@@ -15,16 +15,15 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
+from demo.certs import CA, Leaf
 from envoy_control_plane.bootstrap import XdsClientTls
-from cryptography import x509
-
 from envoy_control_plane.xds.types import LISTENER, SECRET
 
 from .harness import ManifestDir, free_port, ingress, wait_until
-from .harness.certs import CA, Leaf
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -40,11 +39,11 @@ class Pki:
     leaves: dict[str, Leaf]  # by the node each names (one from another CA: "foreign")
 
     def client_tls(self, leaf: str, server_name: str | None = None) -> XdsClientTls:
-        cert, key = self.leaves[leaf].write(self.dir, leaf.replace("/", "_").replace(":", "_"))
+        cert, key = write_pair(self.leaves[leaf], self.dir, leaf.replace("/", "_").replace(":", "_"))
         return XdsClientTls(str(self.ca_path), str(cert), str(key), server_name)
 
     def plane_tls(self, client_ca: bool = True, directory: Path | None = None) -> dict[str, str]:
-        cert, key = self.server.write(directory or self.dir, "xds")
+        cert, key = write_pair(self.server, directory or self.dir, "xds")
         return {"cert": str(cert), "key": str(key), **({"client_ca": str(self.ca_path)} if client_ca else {})}
 
 
@@ -53,13 +52,23 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     directory = tmp_path_factory.mktemp("pki")
     ca = CA("xds test CA")
     leaves = {
-        "node-a": ca.issue("ignored-cn", dns=("node-a",)),
-        SPIFFE_NODE: ca.issue(uris=(SPIFFE_NODE,)),
-        "node-c": ca.issue("node-c"),  # no SANs: the CN names the node
-        "foreign": CA("another CA").issue(dns=("node-a",)),
+        "node-a": ca.issue("ignored-cn", ["node-a"]),
+        SPIFFE_NODE: ca.issue(None, [SPIFFE_NODE]),
+        "node-c": ca.issue("node-c", []),  # no SANs: the CN names the node
+        "foreign": CA("another CA").issue(None, ["node-a"]),
     }
-    server = ca.issue("control plane", dns=("xds.test",), ips=("127.0.0.1",))
-    return Pki(directory, ca, ca.write(directory / "ca.crt"), server, leaves)
+    server = ca.issue("control plane", ["xds.test", "127.0.0.1"])
+    (directory / "ca.crt").write_bytes(ca.cert)
+    return Pki(directory, ca, directory / "ca.crt", server, leaves)
+
+
+def write_pair(leaf: Leaf, directory: Path, name: str) -> tuple[Path, Path]:
+    """`name.crt` and `name.key` in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    cert.write_bytes(leaf.cert)
+    key.write_bytes(leaf.key)
+    return cert, key
 
 
 def listeners_for(manifests: ManifestDir, *nodes: str) -> dict[str, int]:
@@ -138,8 +147,8 @@ async def first_response(
 ) -> Any:
     """Open an ADS stream for `node` presenting `leaf` (None: no client certificate), ask for `type_url` (wildcard)
     and read one response."""
-    key, cert = (pki.leaves[leaf].key_pem, pki.leaves[leaf].cert_pem) if leaf else (None, None)
-    credentials = grpc.ssl_channel_credentials(pki.ca.pem, key, cert)
+    key, cert = (pki.leaves[leaf].key, pki.leaves[leaf].cert) if leaf else (None, None)
+    credentials = grpc.ssl_channel_credentials(pki.ca.cert, key, cert)
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
         if delta:
@@ -189,7 +198,7 @@ async def test_without_client_ca_any_client_gets_any_node(manifests, start_plane
 async def served_certificate(port: int, pki: Pki) -> x509.Certificate:
     """The certificate a fresh TLS handshake with the xDS port presents (node-a's certificate as the client's)."""
     tls = pki.client_tls("node-a")
-    context = ssl.create_default_context(cadata=pki.ca.pem.decode())
+    context = ssl.create_default_context(cadata=pki.ca.cert.decode())
     context.load_cert_chain(tls.cert, tls.key)
     context.set_alpn_protocols(["h2"])
     _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=context), 5)
@@ -215,17 +224,17 @@ async def test_a_renewed_server_certificate_serves_new_connections_and_open_stre
     plane = await start_plane(xds={"address": "127.0.0.1", "debounce_ms": 10, "tls": files})
     envoy = await start_envoy("node-a", plane.xds_port, tls=pki.client_tls("node-a"))
     (stream,) = (await plane.admin.json("/debug/nodes"))["node-a"]["streams"]
-    first = x509.load_pem_x509_certificate(pki.server.cert_pem)
+    first = x509.load_pem_x509_certificate(pki.server.cert)
     assert (await served_certificate(plane.xds_port, pki)).serial_number == first.serial_number
 
-    renewed = pki.ca.issue("control plane", dns=("xds.test",), ips=("127.0.0.1",))
-    replace(Path(files["cert"]), renewed.cert_pem)  # the key is not there yet: this pair does not load
+    renewed = pki.ca.issue("control plane", ["xds.test", "127.0.0.1"])
+    replace(Path(files["cert"]), renewed.cert)  # the key is not there yet: this pair does not load
     assert (await served_certificate(plane.xds_port, pki)).serial_number == first.serial_number
     assert any("do not load" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
-    replace(Path(files["key"]), renewed.key_pem)
+    replace(Path(files["key"]), renewed.key)
     served = await served_certificate(plane.xds_port, pki)
-    assert served.serial_number == x509.load_pem_x509_certificate(renewed.cert_pem).serial_number
+    assert served.serial_number == x509.load_pem_x509_certificate(renewed.cert).serial_number
     (still,) = (await plane.admin.json("/debug/nodes"))["node-a"]["streams"]
     assert still["stream"] == stream["stream"]  # the open stream was not touched
     assert await envoy.stat("control_plane.connected_state") == 1

@@ -51,13 +51,15 @@ def test_bad_config_is_one_clear_line(tmp_path, text, message):
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory):
     """xds.crt/xds.key (a matching pair), ca.crt, other.key (another key) and junk.pem, in one directory."""
-    from tests.e2e.harness.certs import CA
+    from demo.certs import CA
 
     directory = tmp_path_factory.mktemp("tls")
-    ca = CA()
-    ca.write(directory / "ca.crt")
-    ca.issue("xds", dns=("xds.test",)).write(directory, "xds")
-    (directory / "other.key").write_bytes(ca.issue("other").key_pem)
+    ca = CA("test CA")
+    (directory / "ca.crt").write_bytes(ca.cert)
+    leaf = ca.issue("xds", ["xds.test"])
+    (directory / "xds.crt").write_bytes(leaf.cert)
+    (directory / "xds.key").write_bytes(leaf.key)
+    (directory / "other.key").write_bytes(ca.issue("other", []).key)
     (directory / "junk.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     return directory
 

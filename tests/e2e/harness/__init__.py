@@ -5,7 +5,6 @@
 - manifests: Kubernetes-style pods and listeners written (atomically) into a watched directory
 - envoy:     an Envoy process with its admin API (`/stats`, `/clusters`, `/config_dump`, `/ready`)
 - plane:     the control plane in this process or as a subprocess, and its admin API (`/metrics`, `/debug/...`)
-- certs:     a CA (`CA().issue(cn, dns=..., uris=..., ips=...)`) and its leaves as PEM files, made with `cryptography`
 
 Every process is started by a pytest fixture (see ../conftest.py) that stops it on teardown, pass or fail.
 """

@@ -150,11 +150,19 @@ def _bootstrap(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from .sources.manifests import validate
 
-    count, problems = validate(args.paths)
-    for problem in problems:
+    found = validate(args.paths)
+    for problem in found.problems:
         print(problem)
-    print(f"{count} objects, {len(problems)} problems", file=sys.stderr)
-    return 1 if problems else 0
+    for warning in found.warnings:
+        print(f"warning: {warning}")
+    summary = f"{found.count} objects, {len(found.problems)} problems"
+    if found.warnings:
+        summary += f", {len(found.warnings)} warnings"
+    if found.skipped:
+        kinds = ", ".join(f"{kind} x{n}" if n > 1 else kind for kind, n in sorted(found.skipped.items()))
+        summary += f"; skipped {sum(found.skipped.values())} documents of kinds this control plane does not read: {kinds}"
+    print(summary, file=sys.stderr)
+    return 1 if found.problems else 0
 
 
 if __name__ == "__main__":

@@ -207,3 +207,29 @@ async def test_sighup_is_logged_and_ignored(manifests, start_plane_process) -> N
 
 async def _logged(plane, text: str) -> bool:
     return text in plane.log_tail(200)
+
+
+def test_validate_reports_what_run_would_reject_and_what_it_skipped(tmp_path: Path) -> None:
+    m = tmp_path / "m"
+    m.mkdir()
+    (m / "pods.yaml").write_text(yaml.safe_dump_all([
+        pod("a", "10.0.0.1", "web"),
+        {**pod("b", "10.0.0.2", "web"), "kind": "Pods"},  # a slip of ours: reported
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}},  # not ours: skipped, counted
+    ]))
+    (m / "listeners.yaml").write_text(yaml.safe_dump_all([
+        egress("old", "node-a", 9000, 8080, "web"),
+        egress("new", "node-a", 9000, 8080, "web"),  # the same port on the same node: run rejects the newer
+        ingress("in", "node-a", 9001, 8081, rbacallowcluster="nobody"),  # accepted, but admits nobody
+    ]))
+    result = cli("validate", str(m))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any("kind Pods is not one this control plane reads; did you mean Pod?" in line for line in lines), lines
+    assert any("EgressListener default/new" in line and "port 9000" in line for line in lines), lines
+    [warning] = [line for line in lines if line.startswith("warning: ")]
+    assert "IngressListener default/in" in warning and "cluster nobody" in warning and "admits nobody" in warning
+    assert result.stderr.strip() == (
+        "4 objects, 2 problems, 1 warnings; skipped 2 documents of kinds this control plane does not read: "
+        "ConfigMap, Pods"
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import difflib
 import logging
 import os
 import stat
@@ -22,8 +23,19 @@ import watchfiles
 import yaml
 
 from ..config import MANIFEST_SOURCE
-from ..model import KubeObject, ObjectError, ObjectRef, Secret, UnnamedError, parse_object
-from ..state import World
+from ..model import (
+    KINDS,
+    EgressListener,
+    IngressListener,
+    KubeObject,
+    ObjectError,
+    ObjectRef,
+    Pod,
+    Secret,
+    UnnamedError,
+    parse_object,
+)
+from ..state import World, used_cluster
 from ..statefile import Saved
 from ..text import clip
 from . import file_changes, yamlbuild
@@ -38,6 +50,7 @@ class FileResult:
     errors: list[str] = field(default_factory=list)
     invalid: set[str] = field(default_factory=set)  # the objects (as ObjectError names them) that failed to parse
     invalid_listeners: dict[ObjectRef, InvalidObject] = field(default_factory=dict)  # for their status conditions
+    skipped: list[str] = field(default_factory=list)  # the kinds of documents that are no object we read
     # Part of the file (or all of it) could not be read as objects: its earlier objects not in `objects` are kept.
     # A file that is not YAML at all (I/O, encoding, syntax) gives no objects.
     unreadable: bool = False
@@ -151,6 +164,11 @@ def _add_object(result: FileResult, where: str, number: int, doc: Any) -> None:
         result.unreadable = True
         return
     if obj is None:
+        kind = clip(str(doc.get("kind")), 60)
+        result.skipped.append(kind)
+        if isinstance(doc.get("kind"), str) and (ours := look_alike(kind)) is not None:
+            result.errors.append(f"{where}: document {number}: kind {kind} is not one this control plane reads; "
+                                 f"did you mean {ours}?")  # fmt: skip
         return
     if obj.ref in result.objects:
         result.errors.append(f"{where}: {obj.ref}: defined twice; the first definition is used")
@@ -226,9 +244,21 @@ def _expand_lists(doc: Any) -> list[Any]:
     return [doc]
 
 
-def validate(paths: Iterable[Path]) -> tuple[int, list[str]]:
-    """Check manifests without running anything: (objects found, problems)."""
+@dataclass
+class Validation:
+    """What `validate` found: the objects, what `run` would reject or report (problems), what it would accept but is
+    likely a mistake (warnings), and the documents it skipped, by kind."""
+
+    count: int = 0
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def validate(paths: Iterable[Path]) -> Validation:
+    """Check manifests without running anything, as `run` would see them together."""
     count, problems = 0, []
+    skipped: dict[str, int] = {}
     files: list[Path] = []
     for path in paths:
         try:
@@ -243,6 +273,8 @@ def validate(paths: Iterable[Path]) -> tuple[int, list[str]]:
     for path in files:
         result = read_file(path)
         problems += result.errors
+        for kind in result.skipped:
+            skipped[kind] = skipped.get(kind, 0) + 1
         for ref, obj in result.objects.items():
             if ref in seen:
                 problems.append(f"{shown(path)}: {ref}: also defined in {shown(seen[ref])}; the first definition is used")
@@ -251,7 +283,33 @@ def validate(paths: Iterable[Path]) -> tuple[int, list[str]]:
                 objects[ref] = obj
                 count += 1
     problems += [f"{seen[ref]}: {problem}" for ref, problem in secret_problems(objects)]
-    return count, problems
+    world = World()
+    for obj in objects.values():
+        world.upsert(MANIFEST_SOURCE, obj)
+    for node in world.nodes():
+        problems += [f"{seen[r.key[1]]}: {r.message}" for r in world.listeners(node).rejected]
+    return Validation(count, problems, list(_empty_clusters(objects, seen)), skipped)
+
+
+def look_alike(kind: str) -> str | None:
+    """The kind of ours a skipped document's kind looks like a slip of (`Pods`, `ingresslistener`), if any."""
+    folded = kind.lower().rstrip("s")
+    for ours in KINDS:
+        if folded == ours.lower() or difflib.SequenceMatcher(None, folded, ours.lower()).ratio() >= 0.85:
+            return ours
+    return None
+
+
+def _empty_clusters(objects: dict[ObjectRef, KubeObject], seen: dict[ObjectRef, Path]) -> Iterator[str]:
+    """Listeners whose cluster has no pod among these files: accepted by `run`, but with these files alone an
+    ingress admits nobody and an egress has nowhere to send."""
+    with_pods = {obj.cluster_name for obj in objects.values() if isinstance(obj, Pod) and obj.is_endpoint}
+    for ref, obj in objects.items():
+        if isinstance(obj, (IngressListener, EgressListener)):
+            cluster = used_cluster(obj)
+            if cluster and cluster not in with_pods:
+                effect = "admits nobody" if isinstance(obj, IngressListener) else "has no endpoint"
+                yield f"{seen[ref]}: {ref}: no pod in these files is in cluster {cluster}: with them alone it {effect}"
 
 
 def secret_problems(objects: dict[ObjectRef, KubeObject]) -> Iterator[tuple[ObjectRef, str]]:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from envoy_control_plane.model import API_VERSIONS, ObjectError, UnnamedError, identify, parse_object
 from envoy_control_plane.sources.kubernetes.client import ListResult, WatchEvent
 from envoy_control_plane.sources.kubernetes.reflector import RESOURCES, Reflector, WatchSettings
-from envoy_control_plane.sources.manifests import ManifestSource, validate
+from envoy_control_plane.sources.manifests import ManifestSource, look_alike, validate
 from envoy_control_plane.state import World
 from tests.unit.objects import egress_doc, ingress_doc, pod_doc
 
@@ -113,6 +113,8 @@ def expected(doc: Any) -> tuple[str | None, bool]:
         return None, False
     except ObjectError as e:
         return e.ref, False
+    if obj is None and isinstance(doc, dict) and isinstance(doc.get("kind"), str) and look_alike(doc["kind"]):
+        return None, False  # a slip of one of our kinds (`Pods`) is reported, not skipped
     return (str(obj.ref) if obj else None), True
 
 
@@ -135,7 +137,8 @@ def test_manifests_and_validate_report_every_bad_document_and_keep_every_good_on
         world = World()
         source = ManifestSource([directory], world)
         source.load()
-        count, problems = validate([directory])
+        found = validate([directory])
+        count, problems = found.count, found.problems
 
     assert sorted(source.status.problems) == sorted(problems)
     arrived = {str(ref) for (_, ref) in world.objects()}

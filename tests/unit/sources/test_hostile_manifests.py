@@ -72,13 +72,14 @@ def test_an_alias_bomb_is_refused_before_it_is_built(tmp_path: Path, field: str)
     assert world.endpoints("web") == ("10.0.0.9",)
     [problem] = source.status.problems
     assert problem.startswith(f"{tmp_path / 'bomb.yaml'}: document 1: aliases expand it by more than")
-    count, problems = validate([tmp_path])
+    found = validate([tmp_path])
+    count, problems = found.count, found.problems
     assert count == 1 and problems == [problem]
 
 
 def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
     (tmp_path / "loop.yaml").write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: &s {podIP: [*s]}\n")
-    _, problems = validate([tmp_path])
+    problems = validate([tmp_path]).problems
     assert problems == [f"{tmp_path / 'loop.yaml'}: document 1: an alias refers to a node that contains it "
                         "(a recursive document)"]
 
@@ -94,7 +95,7 @@ def test_values_quoted_in_problems_are_bounded(tmp_path: Path) -> None:
         + yaml.safe_dump(ingress_doc("in", "n", "8" * 100_000, 80))
     )
     (tmp_path / "wide.yaml").write_text(text)
-    _, problems = validate([tmp_path])
+    problems = validate([tmp_path]).problems
     assert len(problems) == 3, problems
     assert "Pod default/wide: status.podIP" in problems[0]
     assert "Pod default/long: status.podIP" in problems[1]
@@ -160,7 +161,8 @@ def test_a_badly_typed_document_is_a_problem_naming_the_file_and_object(tmp_path
     assert source.status.problems == [f"{tmp_path / 'bad.yaml'}: {message}"] or (
         len(source.status.problems) == 1 and source.status.problems[0].startswith(f"{tmp_path / 'bad.yaml'}: {message}")
     ), source.status.problems
-    count, problems = validate([tmp_path])
+    found = validate([tmp_path])
+    count, problems = found.count, found.problems
     assert count == 2 and problems == source.status.problems
 
 

@@ -62,7 +62,8 @@ def test_removed_object_is_deleted(tmp_path):
 def test_validate_reports_every_problem(tmp_path):
     write(tmp_path / "a.yaml", ingress_doc("in", "n", 0, 8081), egress_doc("out", "n", 9090, 80, "web"))
     write(tmp_path / "b.yaml", egress_doc("out", "n", 9090, 80, "web"))
-    count, problems = validate([tmp_path, tmp_path / "missing"])
+    found = validate([tmp_path, tmp_path / "missing"])
+    count, problems = found.count, found.problems
     assert count == 1
     assert any("missing: no such file" in p for p in problems)
     assert any("IngressListener default/in: spec.listenport" in p for p in problems)
@@ -101,7 +102,8 @@ def test_validate_reports_the_secrets_listeners_cannot_use(tmp_path):
         egress_doc("elsewhere", "n", 5, 4, "c", spec_extra={"tls": {"secret": "in-the-cluster"}}),
     ]
     (tmp_path / "m.yaml").write_text(yaml.safe_dump_all(docs))
-    count, problems = validate([tmp_path])
+    found = validate([tmp_path])
+    count, problems = found.count, found.problems
     assert count == 5
     assert [p.split(": ", 1)[1] for p in problems] == [
         "IngressListener default/in: spec.tls.secret: Secret default/bad: data.tls.key: does not match the certificate"

@@ -254,11 +254,11 @@ async def test_a_failing_watch_is_logged_marked_down_and_restarted(tmp_path: Pat
     await source.reload()
     real, failures = manifests.read_file, []
 
-    def failing_once(path: Path, cache: Any = None) -> manifests.FileResult:
+    def failing_once(path: Path, cache: Any = None, **kw: Any) -> manifests.FileResult:
         if not failures:
             failures.append(path)
             raise RuntimeError("disk on fire")
-        return real(path, cache)
+        return real(path, cache, **kw)
 
     task = asyncio.create_task(source.watch())
     try:
@@ -282,10 +282,10 @@ async def test_files_are_parsed_off_the_event_loop(tmp_path: Path, monkeypatch) 
     release, parsing = threading.Event(), threading.Event()
     real = manifests.parse_text
 
-    def slow(path: Path, text: str) -> manifests.FileResult:
+    def slow(path: Path, text: str, **kw: Any) -> manifests.FileResult:
         parsing.set()
         release.wait(5)
-        return real(path, text)
+        return real(path, text, **kw)
 
     monkeypatch.setattr(manifests, "parse_text", slow)
     world = World()

@@ -16,6 +16,8 @@ import yaml
 
 from envoy_control_plane import bootstrap
 
+from . import mtls
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "config.yaml"
 NODE = "demo-node"
@@ -34,24 +36,33 @@ async def run(once: bool) -> int:
         for name, (host, port) in BACKENDS.items():
             servers.append(await asyncio.start_server(_greeter(name), host, port))
         say(f"backends: {', '.join(f'{n} on {h}:{p}' for n, (h, p) in BACKENDS.items())}")
+        certs = mtls.Certificates()
+        mtls_manifests = mtls.write_manifests(workdir / "mtls", certs, BACKENDS["app"][1], NODE)
+        say(f"certificates made for the mTLS hop (a CA, demo-node, demo-server): Secrets in {mtls_manifests}")
 
+        manifests = CONFIG.parent / "manifests"
         processes.append(await _spawn(workdir / "control-plane.log", sys.executable, "-m", "envoy_control_plane",
-                                      "run", "--config", str(CONFIG)))
+                                      "run", "--config", str(CONFIG), "--manifests", str(manifests),
+                                      "--manifests", str(mtls_manifests.parent)))
         await _wait_http(f"http://127.0.0.1:{CP_ADMIN_PORT}/readyz", "control plane")
         say(f"control plane: xDS on 127.0.0.1:{XDS_PORT}, admin on http://127.0.0.1:{CP_ADMIN_PORT} "
-            f"(manifests from {CONFIG.parent / 'manifests'})")
+            f"(manifests from {manifests} and {mtls_manifests.parent})")
 
-        boot = workdir / "envoy.yaml"
-        boot.write_text(yaml.safe_dump(bootstrap.render(NODE, "127.0.0.1", XDS_PORT, ENVOY_ADMIN_PORT)))
         envoy = shutil.which("envoy", path=str(Path(sys.executable).parent)) or "envoy"
-        processes.append(await _spawn(workdir / "envoy.log", envoy, "-c", str(boot), "--use-dynamic-base-id",
-                                      "--concurrency", "1", "-l", "warning"))
-        await _wait_http(f"http://127.0.0.1:{ENVOY_ADMIN_PORT}/ready", "Envoy", expect=b"LIVE")
-        await _wait_listening(*EGRESS)
-        await _wait_listening(*INGRESS)
-        say(f"Envoy (node {NODE}): admin on http://127.0.0.1:{ENVOY_ADMIN_PORT}")
+        for node, admin_port in ((NODE, ENVOY_ADMIN_PORT), (mtls.SERVER_NODE, mtls.SERVER_ADMIN_PORT)):
+            boot = workdir / f"envoy-{node}.yaml"
+            boot.write_text(yaml.safe_dump(bootstrap.render(node, "127.0.0.1", XDS_PORT, admin_port)))
+            processes.append(await _spawn(workdir / f"envoy-{node}.log", envoy, "-c", str(boot),
+                                          "--use-dynamic-base-id", "--concurrency", "1", "-l", "warning"))
+        for admin_port in (ENVOY_ADMIN_PORT, mtls.SERVER_ADMIN_PORT):
+            await _wait_http(f"http://127.0.0.1:{admin_port}/ready", "Envoy", expect=b"LIVE")
+        for address in (EGRESS, INGRESS, mtls.EGRESS, mtls.INGRESS):
+            await _wait_listening(*address)
+        say(f"Envoys: node {NODE} (admin on http://127.0.0.1:{ENVOY_ADMIN_PORT}), node {mtls.SERVER_NODE} "
+            f"(admin on http://127.0.0.1:{mtls.SERVER_ADMIN_PORT})")
 
         await show_traffic()
+        await mtls.show(certs, exchange, say, ENVOY_ADMIN_PORT)
         say(f"logs in {workdir}")
         if once:
             return 0
@@ -59,6 +70,8 @@ async def run(once: bool) -> int:
         print(f"    nc {EGRESS[0]} {EGRESS[1]}                 # egress: answered by backend-a or backend-b")
         print(f"    nc -s {ALLOWED_CLIENT} {INGRESS[0]} {INGRESS[1]}     # ingress from a pod of 'clients': admitted")
         print(f"    nc -s {OTHER_CLIENT} {INGRESS[0]} {INGRESS[1]}     # ingress from elsewhere: refused")
+        print(f"    nc {mtls.EGRESS[0]} {mtls.EGRESS[1]}                 # mTLS hop to {mtls.SERVER_NODE}: answered by app")
+        print(f"    curl -s http://127.0.0.1:{mtls.SERVER_ADMIN_PORT}/certs   # the certificate {mtls.SERVER_NODE} presents")
         print(f"    curl -s http://127.0.0.1:{CP_ADMIN_PORT}/debug/snapshot/{NODE}")
         print(f"    curl -s http://127.0.0.1:{ENVOY_ADMIN_PORT}/config_dump")
         print(f"    edit {CONFIG.parent / 'manifests'}/*.yaml and watch Envoy follow")

@@ -20,9 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .metrics import Metrics
 from .sources.status import SourceStatus
 from .status.conditions import ListenerStatus
+from .text import clip, rfc3339
 from .xds.cache import SnapshotCache
-from .text import rfc3339
 from .xds.resource import Resource, version_of
+from .xds.stream import MAX_NODE_ID
 from .xds.streams import StreamRegistry
 from .xds.types import SECRET, short
 
@@ -62,8 +63,9 @@ def make_app(
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def debug_nodes(_: web.Request) -> web.Response:
-        nodes = {
-            node: {"streams": [s.to_json() for s in infos]} for node, infos in sorted(streams.by_node().items())
+        nodes = {  # node ids are clients' choice: escaped (JSON would allow them, terminals and log shippers not)
+            clip(node, MAX_NODE_ID): {"streams": [s.to_json() for s in infos]}
+            for node, infos in sorted(streams.by_node().items())
         }
         return web.json_response(nodes)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +27,10 @@ def render(
     delta: bool = False,
     node_cluster: str = "envoy-control-plane",
     tls: XdsClientTls | None = None,
+    replicas: Sequence[tuple[str, int]] = (),
 ) -> dict[str, Any]:
-    """The bootstrap as a dict (dump it as YAML or JSON); `envoy -c` accepts it as is."""
+    """The bootstrap as a dict (dump it as YAML or JSON); `envoy -c` accepts it as is. `replicas` are more control
+    planes (host, port) beside the first: Envoy keeps one ADS stream, and moves to another endpoint when it breaks."""
     ads = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": {"id": node_id, "cluster": node_cluster},
@@ -50,12 +53,12 @@ def render(
             "cds_config": ads,
             "lds_config": ads,
         },
-        "static_resources": {"clusters": [_xds_cluster(xds_host, xds_port, tls)]},
+        "static_resources": {"clusters": [_xds_cluster([(xds_host, xds_port), *replicas], tls)]},
     }
 
 
-def _xds_cluster(host: str, port: int, tls: XdsClientTls | None) -> dict[str, Any]:
-    discovery = "STATIC" if _is_ip(host) else "STRICT_DNS"
+def _xds_cluster(endpoints: list[tuple[str, int]], tls: XdsClientTls | None) -> dict[str, Any]:
+    discovery = "STATIC" if all(_is_ip(host) for host, _ in endpoints) else "STRICT_DNS"
     cluster = {
         "name": "xds_cluster",
         "type": discovery,
@@ -70,11 +73,13 @@ def _xds_cluster(host: str, port: int, tls: XdsClientTls | None) -> dict[str, An
         },
         "load_assignment": {
             "cluster_name": "xds_cluster",
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}} for host, port in endpoints]}
+            ],
         },
     }
     if tls is not None:
-        cluster["transport_socket"] = _mtls(tls, tls.server_name or host)
+        cluster["transport_socket"] = _mtls(tls, tls.server_name or endpoints[0][0])
     return cluster
 
 

@@ -46,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
 
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap pointing at this control plane")
     boot.add_argument("--node-id", required=True, help="the Envoy's node id (listeners' spec.nodename)")
-    boot.add_argument("--xds", default="127.0.0.1:18000", metavar="HOST:PORT", help="the control plane's xDS address")
+    boot.add_argument(
+        "--xds", action="append", metavar="HOST:PORT",
+        help="the control plane's xDS address (default 127.0.0.1:18000); repeat it for replicas",
+    )
     boot.add_argument("--admin-port", type=int, default=9901, help="Envoy's admin port, on 127.0.0.1")
     boot.add_argument("--delta", action="store_true", help="use incremental xDS (DELTA_GRPC)")
     boot.add_argument("--format", choices=["yaml", "json"], default="yaml")
@@ -130,9 +133,12 @@ async def _serve(config: Config) -> None:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    host, _, port = args.xds.rpartition(":")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return _fail(f"--xds: expected HOST:PORT, got {args.xds!r}")
+    endpoints = []
+    for value in args.xds or ["127.0.0.1:18000"]:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            return _fail(f"--xds: expected HOST:PORT, got {quote(value)}")
+        endpoints.append((host.strip("[]"), int(port)))
     if not 1 <= args.admin_port <= 65535:
         return _fail(f"--admin-port: expected 1-65535, got {args.admin_port}")
     files = {"--xds-ca": args.xds_ca, "--xds-cert": args.xds_cert, "--xds-key": args.xds_key}
@@ -142,7 +148,8 @@ def _bootstrap(args: argparse.Namespace) -> int:
     if args.xds_sni is not None and not any(files.values()):
         return _fail("--xds-sni needs --xds-ca, --xds-cert and --xds-key")
     tls = bootstrap.XdsClientTls(args.xds_ca, args.xds_cert, args.xds_key, args.xds_sni) if args.xds_ca else None
-    doc = bootstrap.render(args.node_id, host.strip("[]"), int(port), args.admin_port, delta=args.delta, tls=tls)
+    (host, port), *replicas = endpoints
+    doc = bootstrap.render(args.node_id, host, port, args.admin_port, delta=args.delta, tls=tls, replicas=replicas)
     print(json.dumps(doc, indent=2) if args.format == "json" else yaml.safe_dump(doc, sort_keys=False), end="")
     return 0
 

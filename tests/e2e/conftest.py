@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,8 @@ async def start_plane_process(
 ) -> AsyncIterator[Callable[..., Awaitable[PlaneProcess]]]:
     processes: list[PlaneProcess] = []
 
-    async def start(**config: Any) -> PlaneProcess:
-        process = PlaneProcess(tmp_path, manifests.path, **config)
+    async def start(name: str = "plane", **config: Any) -> PlaneProcess:
+        process = PlaneProcess(tmp_path, manifests.path, name, **config)
         processes.append(process)
         return await process.start()
 
@@ -94,9 +94,14 @@ async def start_envoy(
     envoys: list[Envoy] = []
 
     async def start(
-        node_id: str, xds_port: int, live: bool = True, delta: bool = False, tls: XdsClientTls | None = None
+        node_id: str,
+        xds_port: int,
+        live: bool = True,
+        delta: bool = False,
+        tls: XdsClientTls | None = None,
+        replica_ports: Sequence[int] = (),
     ) -> Envoy:
-        envoy = Envoy(node_id, tmp_path, xds_port, delta=delta, tls=tls)
+        envoy = Envoy(node_id, tmp_path, xds_port, delta=delta, tls=tls, replica_ports=replica_ports)
         envoys.append(envoy)
         await envoy.start()
         if live:

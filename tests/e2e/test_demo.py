@@ -1,4 +1,4 @@
-"""`make demo` runs `python -m demo`: check it shows egress traffic over both backends and RBAC at work."""
+"""`make demo` runs `python -m demo`: check it shows egress traffic over both backends, RBAC at work and an mTLS hop."""
 
 import subprocess
 import sys
@@ -19,3 +19,8 @@ def test_demo_shows_traffic_and_rbac():
     assert "backend-a x" in out and "backend-b x" in out
     assert "from 127.0.0.4 (a pod of 'clients'): admitted, answered by app" in out
     assert "from 127.0.0.9 (not in 'clients'): refused by RBAC" in out
+    # The mTLS hop between the two Envoys, the certificates they present, and refused clients.
+    assert "mTLS egress 127.0.0.1:9443 (demo-node) -> ingress 127.0.0.1:10443 (demo-server): answered by app" in out
+    assert "demo-node serial" in out and "SANs [spiffe://demo.local/ns/default/sa/client]" in out
+    assert "from a client with a SAN outside rbac.sans: refused" in out
+    assert "from a client without a certificate: refused" in out

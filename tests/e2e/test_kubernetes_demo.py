@@ -250,6 +250,19 @@ def test_the_deployment_is_consistent_with_the_code() -> None:
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert "emptyDir" in {v["name"]: v for v in pod_spec["volumes"]}[mounts["/tmp"]]
     assert container["args"] == ["run", "--config", "/etc/envoy-control-plane/config.yaml"]
+    # Highly available: two replicas spread over nodes, a disruption budget that keeps one, and a Service that
+    # carries xDS only (the admin port is probed and scraped per pod; /debug/* answers loopback only).
+    deployment = docs[("Deployment", "envoy-control-plane")]
+    assert deployment["spec"]["replicas"] >= 2
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    anti = pod_spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert anti["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+    budget = docs[("PodDisruptionBudget", "envoy-control-plane")]["spec"]
+    assert budget["selector"]["matchLabels"] == selector and budget["minAvailable"] == 1
+    assert {"cpu", "memory"} <= container["resources"]["requests"].keys() and "memory" in container["resources"]["limits"]
+    service = docs[("Service", "envoy-control-plane")]["spec"]
+    assert [p["targetPort"] for p in service["ports"]] == ["xds"] and service["selector"] == selector
+    assert not config.admin.debug_remote
     assert docs[("Deployment", "envoy-control-plane")]["spec"]["template"]["spec"]["serviceAccountName"] == (
         docs[("ClusterRoleBinding", "envoy-control-plane")]["subjects"][0]["name"]
     )

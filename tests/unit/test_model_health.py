@@ -152,3 +152,24 @@ def test_a_spec_serialises_to_what_parses_back_to_it():
                                       "expectedStatuses": [204, 200]}
     assert written["outlierDetection"] == {"baseEjectionTime": "1h", "maxEjectionPercent": 0}
     assert parse_object({**doc, "spec": written}) == parsed
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"healthcheck": {**TCP, "interval": "5s\n" + "x" * 100_000}},
+        {"healthcheck": {**HTTP, "path": "/\r\n" + "x" * 100_000}},
+        {"healthcheck": {**HTTP, "expectedStatuses": [[200] * 10_000]}},
+        {"outlierDetection": {"consecutiveErrors": {"k" * 1000: ["v" * 1000] * 1000}}},
+    ],
+)
+def test_hostile_values_show_bounded_and_escaped(extra):
+    with pytest.raises(ObjectError) as err:
+        spec(**extra)
+    assert "\n" not in str(err.value) and "\r" not in str(err.value) and len(str(err.value)) < 600, str(err.value)
+
+
+def test_a_missing_path_says_so_without_echoing_the_block():
+    with pytest.raises(ObjectError) as err:
+        spec(healthcheck={"type": "http"})
+    assert str(err.value) == "EgressListener default/eg: spec.healthcheck.path: is required for type http"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -51,6 +52,7 @@ class Envoy:
         xds_host: str = "127.0.0.1",
         delta: bool = False,
         tls: bootstrap.XdsClientTls | None = None,
+        replica_ports: Sequence[int] = (),
     ):
         self.node_id = node_id
         self.dir = workdir / f"envoy-{node_id}"
@@ -58,7 +60,8 @@ class Envoy:
         self.bootstrap_path = self.dir / "bootstrap.yaml"
         self.log_path = self.dir / "envoy.log"
         self.address_path = self.dir / "admin-address"
-        doc = bootstrap.render(node_id, xds_host, xds_port, admin_port=0, delta=delta, tls=tls)
+        replicas = [(xds_host, port) for port in replica_ports]
+        doc = bootstrap.render(node_id, xds_host, xds_port, admin_port=0, delta=delta, tls=tls, replicas=replicas)
         self.bootstrap_path.write_text(yaml.safe_dump(doc, sort_keys=False))
         self.proc: subprocess.Popen[bytes] | None = None
         self.admin_url = ""

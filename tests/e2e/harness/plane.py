@@ -87,9 +87,9 @@ def plane_command() -> str:
 class PlaneProcess:
     """`envoy-control-plane run --config FILE` with fixed ports, so a restart comes back where Envoy looks for it."""
 
-    def __init__(self, workdir: Path, manifests: Path, **extra: Any) -> None:
-        """`extra`: more config keys (state_dir, ...)."""
-        self.dir = workdir / "plane"
+    def __init__(self, workdir: Path, manifests: Path, name: str = "plane", **extra: Any) -> None:
+        """`name` names its directory (several may run); `extra`: more config keys (state_dir, ...)."""
+        self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.xds_port = free_port()
         self.admin_port = free_port()
@@ -148,8 +148,13 @@ def loopback_config(**overrides: Any) -> Any:
         **overrides,
     }
     config = build_config(raw, source="test")
-    # Port 0 is not a valid port in a config file, so it is set after validation.
-    ports = {"xds": config.xds.model_copy(update={"port": 0}), "admin": config.admin.model_copy(update={"port": 0})}
+    # Port 0 is not a valid port in a config file, so it is set after validation. An xDS port given is kept (a test
+    # that restarts the control plane where its Envoys look for it).
+    xds_port = overrides.get("xds", {}).get("port", 0)
+    ports = {
+        "xds": config.xds.model_copy(update={"port": xds_port}),
+        "admin": config.admin.model_copy(update={"port": 0}),
+    }
     return config.model_copy(update=ports)
 
 

@@ -1,0 +1,104 @@
+"""The demo's mTLS hop: certificates made at start, the Secrets and listeners that use them, and what it shows.
+
+demo-node's egress 127.0.0.1:9443 -> mTLS -> demo-server's ingress 127.0.0.1:10443 -> the app. Both Envoys get
+their certificates over SDS from Secrets written (as `kubectl get secret -o yaml` prints them) next to the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from envoy_control_plane.model import API_VERSIONS, CLUSTER_NAME_ANNOTATION
+
+from .certs import CA, Leaf, tls_secret
+
+SERVER_NODE, SERVER_ADMIN_PORT = "demo-server", 9902
+EGRESS = ("127.0.0.1", 9443)  # on demo-node
+INGRESS = ("127.0.0.1", 10443)  # on demo-server
+CLIENT_SAN, SERVER_SAN = "spiffe://demo.local/ns/default/sa/client", "spiffe://demo.local/ns/default/sa/server"
+STRANGER_SAN = "spiffe://demo.local/ns/default/sa/stranger"
+
+
+class Certificates:
+    def __init__(self) -> None:
+        self.ca = CA("demo mesh CA")
+        self.client = self.ca.issue("demo-node", [CLIENT_SAN])
+        self.server = self.ca.issue("demo-server", [SERVER_SAN, "demo-server.default"])
+        self.stranger = self.ca.issue("stranger", [STRANGER_SAN])  # the right CA, a SAN the ingress does not allow
+
+
+def write_manifests(directory: Path, certs: Certificates, app_port: int, node: str) -> Path:
+    """The Secrets, the server's pod and the two listeners of the hop, in one file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    docs: list[dict[str, Any]] = [
+        tls_secret("demo-client-tls", certs.client, certs.ca),
+        tls_secret("demo-server-tls", certs.server, certs.ca),
+        {"apiVersion": API_VERSIONS["Pod"], "kind": "Pod",
+         "metadata": {"name": "demo-server", "annotations": {CLUSTER_NAME_ANNOTATION: "secure-app"}},
+         "status": {"podIP": INGRESS[0]}},
+        {"apiVersion": API_VERSIONS["IngressListener"], "kind": "IngressListener", "metadata": {"name": "secure-app"},
+         "spec": {"nodename": SERVER_NODE, "listenport": INGRESS[1], "targetport": app_port,
+                  "rbac": {"sans": [CLIENT_SAN]}, "tls": {"secret": "demo-server-tls"}}},
+        {"apiVersion": API_VERSIONS["EgressListener"], "kind": "EgressListener", "metadata": {"name": "secure-app"},
+         "spec": {"nodename": node, "listenport": EGRESS[1], "targetport": INGRESS[1], "targetcluster": "secure-app",
+                  "tls": {"secret": "demo-client-tls", "sni": "demo-server.default"}}},
+    ]  # fmt: skip
+    path = directory / "mtls.yaml"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return path
+
+
+async def show(certs: Certificates, exchange: Any, say: Any, client_admin_port: int) -> None:
+    answer = await exchange(EGRESS)
+    say(f"mTLS egress {EGRESS[0]}:{EGRESS[1]} (demo-node) -> ingress {INGRESS[0]}:{INGRESS[1]} ({SERVER_NODE}): "
+        + (f"answered by {answer}" if answer else "no answer"))
+    client_cert = await _presented(client_admin_port)
+    server_cert = await _presented(SERVER_ADMIN_PORT)
+    say(f"  certificates presented (each Envoy's /certs): demo-node {client_cert}; {SERVER_NODE} {server_cert}")
+    for label, leaf in (("a client with a SAN outside rbac.sans", certs.stranger), ("a client without a certificate", None)):
+        reply = await tls_exchange(certs.ca, leaf)
+        say(f"  direct to {INGRESS[0]}:{INGRESS[1]} from {label}: " + (f"answered by {reply}" if reply else "refused"))
+
+
+async def tls_exchange(ca: CA, leaf: Leaf | None) -> str | None:
+    """Say hello over TLS (trusting `ca`, presenting `leaf`); who answered, or None when refused."""
+    context = ssl.create_default_context(cadata=ca.cert.decode())
+    context.check_hostname = False
+    if leaf is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+            cert.write_bytes(leaf.cert)
+            key.write_bytes(leaf.key)
+            context.load_cert_chain(cert, key)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*INGRESS, ssl=context), 2)
+    except (OSError, TimeoutError, ssl.SSLError):
+        return None
+    try:
+        writer.write(b"hello\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 2)
+        return line.decode().strip() or None
+    except (OSError, TimeoutError, ssl.SSLError):
+        return None
+    finally:
+        writer.close()
+
+
+async def _presented(admin_port: int) -> str:
+    """The certificate an Envoy presents (its /certs), as subject, SANs and serial."""
+    url = f"http://127.0.0.1:{admin_port}/certs"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=2).read())
+    for context in json.loads(body).get("certificates", []):
+        for cert in context.get("cert_chain", []):
+            sans = [v for san in cert.get("subject_alt_names", []) for v in san.values()]
+            return f"serial {cert.get('serial_number')} SANs [{', '.join(sans)}]"
+    return "no certificate"

@@ -180,7 +180,11 @@ async def start_admin(app: web.Application, address: str, port: int) -> tuple[we
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, address, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise OSError(f"admin port {address}:{port}: {e.strerror or e} (another instance?)") from None
     bound = runner.addresses[0][1]
     log.info("admin HTTP listening on %s:%d", address, bound)
     return runner, bound

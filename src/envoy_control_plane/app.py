@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from .admin import make_app, start_admin
 from .config import Config
 from .controller import Controller
-from .metrics import Metrics
+from .metrics import Metrics, WatchCounters
 from .sources.manifests import ManifestSource
 from .sources.status import SourceStatus
 from .model import ObjectRef
@@ -58,6 +58,8 @@ class ControlPlane:
             settings = watch_settings or WatchSettings()
             self.clusters = [KubernetesSource(c, self.world, settings, annotation=config.cluster_name_annotation)
                              for c in config.clusters]
+            counts = WatchCounters(lambda: [(c.cluster.name, c.watch_counts()) for c in self.clusters])
+            self.metrics.registry.register(counts)
         self.status_writer: StatusWriter | None = None
         if config.clusters and config.status.write:
             from .status.lease import default_identity, own_namespace

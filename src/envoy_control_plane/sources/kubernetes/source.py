@@ -57,6 +57,10 @@ class KubernetesSource:
         self.status.stale = bool(kept)
         return kept
 
+    def watch_counts(self) -> dict[str, tuple[int, int]]:
+        """Per kind: (relists, watch requests answered) since start, for the Kubernetes metrics."""
+        return {r.resource.kind: (r.relists, r.watches) for r in self._reflectors}
+
     async def run(self) -> None:
         """Connect (retrying with backoff), then list and watch every kind, until cancelled."""
         client = await self._connected()

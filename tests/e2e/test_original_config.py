@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-from envoy_control_plane.model import CLUSTER_NAME_ANNOTATION
-
 from .harness import free_port, pod
 from .kube_fixtures import kegress, kpod, reaches, wait_synced
 
@@ -51,4 +49,3 @@ async def test_pods_only_cluster_and_custom_annotation(
     asked = {path.split("?")[0].rsplit("/", 1)[-1] for _, path in gcp.kube.requests}
     assert "pods" in asked and not asked & {"ingresslisteners", "egresslisteners", "secrets"}, asked
     assert any(path.split("?")[0].endswith("/egresslisteners") for _, path in aws.kube.requests)
-    assert CLUSTER_NAME_ANNOTATION != ANNOTATION

@@ -189,6 +189,8 @@ async def test_a_missing_or_broken_secret_holds_its_listener_back_and_a_served_o
     # Fixed: the listener is served. Then broken again, then deleted: the last good version stays in force.
     manifests.write("mesh.yaml", pod("server-pod", SERVER_IP, "servers"), secure_in, tls_secret("server-tls", mesh.server, mesh.ca))
     await wait_until(lambda: _reply_tls(listen, mesh), what="the listener served once its Secret is good")
+    assert f"SDS secret manifests/default/server-tls in force: subject CN=server, SANs [{SERVER_SAN}, server.default]" \
+        in caplog.text  # what is served, by name, subject and SANs (never the key)
     manifests.write("mesh.yaml", pod("server-pod", SERVER_IP, "servers"), secure_in, tls_secret("server-tls", broken, mesh.ca))
     await wait_until(lambda: _problem(plane, "last good version stays in force"), what="the kept version reported")
     manifests.write("mesh.yaml", pod("server-pod", SERVER_IP, "servers"), secure_in)

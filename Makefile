@@ -24,8 +24,16 @@ demo: $(VENV)/.demo
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
+# Flags for the bench go after `--` or in ARGS: `make bench -- --peer ../shared/peers/go-control-plane/gocp`,
+# `make bench ARGS="--nodes 1000 --pods 10000"`.
+ifeq (bench,$(firstword $(MAKECMDGOALS)))
+BENCH_FLAGS := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
+.PHONY: $(BENCH_FLAGS)
+$(eval $(BENCH_FLAGS):;@:)
+endif
+
 bench: $(VENV)/.dev
-	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.fanout $(BENCH_FLAGS) $(ARGS)
 
 # The container image (Containerfile), with buildah or docker. BASE=<image> picks another base; on a machine that
 # reaches no image registry, IMAGE_FLAGS=--debian-base builds the base from Debian's packages (needs buildah).

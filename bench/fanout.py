@@ -46,7 +46,7 @@ from typing import Any
 
 from . import procs
 from .procs import Clock, LogLine, LogTail
-from .runners import ControlPlane, Fleet
+from .runners import ControlPlane, Fleet, PeerControlPlane
 from .topology import Expected, Topology
 
 Json = dict[str, Any]
@@ -131,9 +131,10 @@ def log_times(lines: list[LogLine], after: float, pod_names: set[str] | None = N
 
 
 class Run:
-    def __init__(self, args: argparse.Namespace, mode: str, workdir: Path) -> None:
+    def __init__(self, args: argparse.Namespace, mode: str, workdir: Path, peer: Path | None = None) -> None:
         self.args = args
         self.mode = mode
+        self.peer = peer
         self.workdir = workdir
         self.topology = Topology(args.nodes, args.pods, args.clusters, args.egress, args.ingress, seed=args.seed)
         self.manifests = workdir / "manifests"
@@ -142,7 +143,11 @@ class Run:
         self.topology.write(self.manifests)
         self.expected = Expected(self.topology)
         self.clock = Clock()
-        self.cp = ControlPlane(workdir, self.manifests, args.debounce_ms)
+        self.cp: ControlPlane = (
+            PeerControlPlane(workdir, self.manifests, peer, args.debounce_ms)
+            if peer
+            else ControlPlane(workdir, self.manifests, args.debounce_ms)
+        )
         self.log = LogTail(self.cp.log_path, self.clock)
         self.profiler: subprocess.Popen[bytes] | None = None
         self.phase = "startup"
@@ -153,6 +158,7 @@ class Run:
         self.fleet = Fleet(workdir, self.cp.xds, args.nodes, mode, extra)
         self.result: Json = {
             "mode": mode,
+            "server": "peer" if peer else "ours",
             "nodes": args.nodes,
             "pods": args.pods,
             "clusters": args.clusters,
@@ -208,7 +214,7 @@ class Run:
 
     async def startup(self) -> None:
         self.cp.start()
-        if self.args.py_spy:
+        if self.args.py_spy and not self.peer:
             output = str(self.args.py_spy.with_suffix(f".{self.mode}.txt"))
             self.profiler = procs.spawn(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.cp.pid), "--rate", "250",
@@ -230,7 +236,10 @@ class Run:
         await self.fleet.start()
         ready = self.fleet.ready["now"]
         fleet_before = self.fleet.usage()
-        reply = await self.fleet.call("wait", versions=self.expected.versions, timeout=args.timeout)
+        versions = self.expected.versions
+        if isinstance(self.cp, PeerControlPlane):
+            versions = await self.cp.served_versions(versions)
+        reply = await self.fleet.call("wait", versions=versions, timeout=args.timeout)
         if not reply["ok"]:
             raise RuntimeError(f"initial config: {reply}")
         self.u_initial = usage = self.cp.usage()
@@ -254,6 +263,10 @@ class Run:
     async def _change(self, pods: list[str], clusters: set[str], timeout: float) -> Json:
         """Write the clusters' pod files and measure until every node whose config changed has ACKed it."""
         changed = self.expected.update()
+        if self.peer and any("cds" in types for types in changed.values()):
+            # The peer's CDS versions are its own (see PeerControlPlane): wait for the other types only.
+            changed = {n: {t: v for t, v in types.items() if t != "cds"} for n, types in changed.items()}
+            changed = {n: types for n, types in changed.items() if types}
         mark = (await self.fleet.call("mark", forget=True))["mark"]
         metrics_before = await self.cp.metrics()
         self.log.read()
@@ -378,9 +391,9 @@ def _rounded(sample: Json) -> Json:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in sample.items()}
 
 
-async def run_simulated(args: argparse.Namespace, mode: str) -> Json:
-    with tempfile.TemporaryDirectory(prefix=f"fanout-{mode}-") as tmp:
-        run = Run(args, mode, Path(tmp))
+async def run_simulated(args: argparse.Namespace, mode: str, peer: Path | None = None) -> Json:
+    with tempfile.TemporaryDirectory(prefix=f"fanout-{mode}-{'peer-' if peer else ''}") as tmp:
+        run = Run(args, mode, Path(tmp), peer)
         try:
             return await run.execute()
         except BaseException:
@@ -411,7 +424,7 @@ def human(result: Json) -> str:
     ch, ro, cp = result["pod_change"], result.get("rollout", {}), result["control_plane"]
     ms = lambda v: "-" if v is None else f"{v * 1000:.0f} ms"  # noqa: E731
     lines = [
-        f"{result['mode']}: N={result['nodes']} P={result['pods']} C={result['clusters']} "
+        f"{result['mode']} ({result.get('server', 'ours')}): N={result['nodes']} P={result['pods']} C={result['clusters']} "
         f"E={result['egress_per_node']} I={result['ingress_per_node']}",
         f"  startup {result['startup']['seconds']:.2f} s; all nodes configured in {result['initial']['seconds']:.2f} s "
         f"({result['initial']['messages']} messages, {result['initial']['bytes'] / 1e6:.1f} MB)",
@@ -433,6 +446,65 @@ def human(result: Json) -> str:
         f"(target {cp['memory_target_mb']:.0f} MB); targets: "
         + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in result["targets"].items())
     )
+    return "\n".join(lines)
+
+
+# ---- side by side with a peer (--peer) ----------------------------------------------------------------------------
+
+# The rows of issue #11's table: (label, unit, path into a run's result; a "/"-joined key path).
+ROWS: list[tuple[str, str, str]] = [
+    ("pod change, event -> last ACK p50", "ms", "pod_change/event_to_ack_s/p50"),
+    ("pod change, event -> last ACK p99", "ms", "pod_change/event_to_ack_s/p99"),
+    ("pod change, file write -> last ACK p50", "ms", "pod_change/write_to_ack_s/p50"),
+    ("rollout, event -> converged", "ms", "rollout/event_to_ack_s"),
+    ("all nodes configured", "s", "initial/seconds"),
+    ("control-plane CPU, whole run", "s", "control_plane/cpu_s_total"),
+    ("control-plane CPU per pod change p50", "ms", "pod_change/cpu_s/p50"),
+    ("startup to ready", "s", "startup/seconds"),
+    ("peak RSS", "MB", "control_plane/peak_rss_mb"),
+]
+
+
+def _lookup(result: Json, path: str) -> float | None:
+    value: Any = result
+    for key in path.split("/"):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def compare(runs: list[Json]) -> Json:
+    """Per mode, each row's median over the runs of ours and of the peer, and ours/peer."""
+    out: Json = {}
+    for mode in dict.fromkeys(r["mode"] for r in runs):
+        rows = []
+        for label, unit, path in ROWS:
+            cell: Json = {"row": label, "unit": unit}
+            for server in ("ours", "peer"):
+                values = [v for r in runs if r["mode"] == mode and r.get("server") == server and "error" not in r
+                          for v in [_lookup(r, path)] if v is not None]  # fmt: skip
+                scale, digits = (1000, 1) if unit == "ms" else (1, 1) if unit == "MB" else (1, 3)
+                cell[server] = round(statistics.median(values) * scale, digits) if values else None
+                cell[f"{server}_runs"] = len(values)
+            if cell["ours"] is not None and cell["peer"]:
+                cell["ratio"] = round(cell["ours"] / cell["peer"], 2)
+            rows.append(cell)
+        out[mode] = rows
+    return out
+
+
+def comparison_table(comparison: Json) -> str:
+    modes = list(comparison)
+    head = "| |" + "".join(f" ours {m} | peer {m} | ratio |" for m in modes)
+    lines = [head, "|---|" + "---|---|---|" * len(modes)]
+    for i, (label, unit, _) in enumerate(ROWS):
+        cells = []
+        for m in modes:
+            row = comparison[m][i]
+            fmt = lambda v: "-" if v is None else f"{v:g} {unit}"  # noqa: E731
+            cells.append(f" {fmt(row['ours'])} | {fmt(row['peer'])} | {row.get('ratio', '-')} |")
+        lines.append(f"| {label} |" + "".join(cells))
     return "\n".join(lines)
 
 
@@ -460,6 +532,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--real-envoys", action="store_true", help="run real Envoys (.venv/bin/envoy), not simfleet")
     parser.add_argument("--poll-ms", type=float, default=25,
                         help="with --real-envoys: admin API poll interval (faster polling loads the 2 cores)")
+    parser.add_argument("--peer", type=Path, metavar="BINARY",
+                        help="also run this xDS server (e.g. ../shared/peers/go-control-plane/gocp) on the same "
+                             "topology and fleet, alternating with ours, and print both columns and the ratios")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="with --peer: alternated runs of each server per mode (the table shows medians)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--py-spy", type=Path, metavar="PREFIX",
                         help="profile the control plane with py-spy (pip install py-spy): PREFIX.<mode>.txt, raw")
@@ -470,12 +547,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.modes = [m.strip() for m in args.mode.split(",") if m.strip()]
     if not args.modes or any(m not in ("sotw", "delta") for m in args.modes):
         parser.error("--mode: sotw, delta or sotw,delta")
+    if args.peer is not None:
+        if args.real_envoys:
+            parser.error("--peer runs with the simulated fleet only")
+        if not os.access(args.peer, os.X_OK):
+            parser.error(f"--peer: {args.peer} is not an executable file")
+        args.peer = args.peer.resolve()
+    if args.runs < 1:
+        parser.error("--runs: at least 1")
     return args
 
 
 async def main_async(args: argparse.Namespace) -> Json:
     doc: Json = {"machine": machine(), "command": "python -m bench.fanout " + " ".join(sys.argv[1:]), "runs": []}
-    for mode in args.modes:
+    # With --peer: ours, peer, ours, peer... per mode (alternated, so a change in the machine's load hits both).
+    servers: list[Path | None] = [None, args.peer] * args.runs if args.peer else [None]
+    for mode, peer in [(mode, peer) for mode in args.modes for peer in servers]:
         started, load_before = time.monotonic(), os.getloadavg()
         try:
             if args.real_envoys:
@@ -483,14 +570,20 @@ async def main_async(args: argparse.Namespace) -> Json:
 
                 result = await run_real(args, mode)
             else:
-                result = await run_simulated(args, mode)
+                result = await run_simulated(args, mode, peer)
         except Exception as e:  # one failed mode still reports the others
-            result = {"mode": mode, "nodes": args.nodes, "pods": args.pods, "error": f"{type(e).__name__}: {e}"}
+            result = {"mode": mode, "server": "peer" if peer else "ours", "nodes": args.nodes, "pods": args.pods,
+                      "error": f"{type(e).__name__}: {e}"}
         result["wall_s"] = round(time.monotonic() - started, 1)
         # Other work on the machine shows here (1-minute load averages before and after the run).
         result["loadavg_1m"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
         doc["runs"].append(result)
         print(human(result), file=sys.stderr, flush=True)
+    if args.peer:
+        doc["comparison"] = compare(doc["runs"])
+        print(f"ours vs {args.peer.name} (medians of {args.runs} alternated run(s) each; ratio = ours / peer):",
+              file=sys.stderr)
+        print(comparison_table(doc["comparison"]), file=sys.stderr, flush=True)
     return doc
 
 

@@ -113,6 +113,32 @@ class ControlPlane:
         procs.stop(self.proc)
 
 
+class PeerControlPlane(ControlPlane):
+    """Another xDS server serving the same manifests (../shared/peers/go-control-plane/gocp) in place of ours.
+
+    It is started as `PEER --manifests DIR --xds-port P --admin-port A --debounce Nms`, logs the same lines our log
+    parsing looks for, and answers /readyz, /debug/nodes and /debug/versions on its admin port (/metrics is empty)."""
+
+    def __init__(self, workdir: Path, manifests: Path, peer: Path, debounce_ms: int | None = None) -> None:
+        super().__init__(workdir, manifests, debounce_ms)
+        self.log_path = workdir / "peer.log"
+        self.command = [str(peer), "--manifests", str(manifests), "--xds-port", str(self.xds_port),
+                        "--admin-port", str(self.admin_port), "--debounce", f"{debounce_ms or 20}ms"]  # fmt: skip
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.proc = procs.spawn(self.command, self.log_path)
+
+    async def served_versions(self, expected: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        """expected with the versions the peer reports where they differ by construction (CDS: Go serialises oneof
+        fields last, so the same clusters hash to another version; LDS and EDS bytes are identical to ours)."""
+        served = await self.get_json("/debug/versions")
+        return {
+            node: {t: served.get(node, {}).get(t, v) if t == "cds" else v for t, v in types.items()}
+            for node, types in expected.items()
+        }
+
+
 class Fleet:
     """`python -m bench.simfleet` as a child, driven over its JSON-lines protocol (one request at a time)."""
 

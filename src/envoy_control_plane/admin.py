@@ -20,9 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .metrics import Metrics
 from .sources.status import SourceStatus
 from .status.conditions import ListenerStatus
+from .text import clip, rfc3339
 from .xds.cache import SnapshotCache
-from .text import rfc3339
 from .xds.resource import Resource, version_of
+from .xds.stream import MAX_NODE_ID
 from .xds.streams import StreamRegistry
 from .xds.types import SECRET, short
 
@@ -62,8 +63,9 @@ def make_app(
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def debug_nodes(_: web.Request) -> web.Response:
-        nodes = {
-            node: {"streams": [s.to_json() for s in infos]} for node, infos in sorted(streams.by_node().items())
+        nodes = {  # node ids are clients' choice: escaped (JSON would allow them, terminals and log shippers not)
+            clip(node, MAX_NODE_ID): {"streams": [s.to_json() for s in infos]}
+            for node, infos in sorted(streams.by_node().items())
         }
         return web.json_response(nodes)
 
@@ -178,7 +180,11 @@ async def start_admin(app: web.Application, address: str, port: int) -> tuple[we
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, address, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise OSError(f"admin port {address}:{port}: {e.strerror or e} (another instance?)") from None
     bound = runner.addresses[0][1]
     log.info("admin HTTP listening on %s:%d", address, bound)
     return runner, bound

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from .admin import make_app, start_admin
 from .config import Config
 from .controller import Controller
-from .metrics import Metrics
+from .metrics import Metrics, WatchCounters
 from .sources.manifests import ManifestSource
 from .sources.status import SourceStatus
 from .model import ObjectRef
@@ -37,7 +37,7 @@ class ControlPlane:
         self.config = config
         self.metrics = Metrics()
         self.world = World(self.metrics)
-        self.cache = SnapshotCache()
+        self.cache = SnapshotCache(complete=False)  # complete once every source has loaded: see start()
         self.streams = StreamRegistry()
         addresses = Addresses(ingress=config.ingress_address, egress=config.egress_address)
         self.controller = Controller(
@@ -56,6 +56,8 @@ class ControlPlane:
 
             settings = watch_settings or WatchSettings()
             self.clusters = [KubernetesSource(c, self.world, settings) for c in config.clusters]
+            counts = WatchCounters(lambda: [(c.cluster.name, c.watch_counts()) for c in self.clusters])
+            self.metrics.registry.register(counts)
         self.status_writer: StatusWriter | None = None
         if config.clusters and config.status.write:
             from .status.lease import default_identity, own_namespace
@@ -118,11 +120,21 @@ class ControlPlane:
         await self._initial_sync(self.config.xds.initial_sync_timeout_s)
         self.controller.rebuild(everything=True)
         self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
+        if all(s.synced for s in self.sources()):
+            self.cache.set_complete()
+        else:
+            self._tasks.append(asyncio.create_task(self._complete_when_synced(), name="world-complete"))
         if self.keeper:
             self._tasks.append(asyncio.create_task(self.keeper.run(), name="state-file"))
             self._keeping = True
         xds, self.xds_port = await start_xds_server(
-            self.config.xds.address, self.config.xds.port, self.cache, self.metrics, self.streams, self.config.xds.tls
+            self.config.xds.address,
+            self.config.xds.port,
+            self.cache,
+            self.metrics,
+            self.streams,
+            self.config.xds.tls,
+            self.config.xds.ack_timeout_s,
         )
         # No grace: open streams are closed at once, so that Envoys move to another replica now, not when we exit.
         self._stoppers.append(lambda: xds.stop(grace=None))
@@ -138,6 +150,19 @@ class ControlPlane:
                 log.warning("serving xDS without sources that have not loaded in %.0fs: %s", timeout, ", ".join(waiting))
                 return
             await asyncio.sleep(0.05)
+
+    async def _complete_when_synced(self) -> None:
+        """Tell the cache the world is complete once every source has loaded once.
+
+        Until then, a reconnecting Envoy gets additions and updates but no removals of what it runs (xds/cache.py):
+        what is missing may only be missing from a source that has not loaded. The snapshots are rebuilt first, so
+        the removals that follow are computed from the complete world.
+        """
+        while any(not s.synced for s in self.sources()):
+            await asyncio.sleep(0.1)
+        self.controller.rebuild()
+        self.cache.set_complete()
+        log.info("every source has loaded: removals reach reconnected Envoys again")
 
     def _restore(self, saved: SavedState) -> None:
         """Seed each source, and the World with each cluster's objects, from what the state file kept.

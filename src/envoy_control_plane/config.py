@@ -120,6 +120,8 @@ class XdsConfig(Endpoint):
     debounce_ms: int = Field(default=20, ge=0, le=10_000)
     # Serve xDS only once every source has loaded, or after this long (a cluster that cannot be reached).
     initial_sync_timeout_s: float = Field(default=10, ge=0, le=600)
+    # Wait this long at most for an Envoy to answer (ACK or NACK) a response before other types go ahead without it.
+    ack_timeout_s: float = Field(default=10, gt=0, le=600)
 
 
 class AdminConfig(Endpoint):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import platform
 from functools import partial
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -19,6 +21,8 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from . import __version__
 
@@ -72,3 +76,25 @@ class Metrics:
             "status_events_dropped", "Events not sent: the object's rate limit was reached"
         )
         self.status_errors = counter("status_errors", "Rounds of status writes to a cluster that failed", ["cluster"])
+
+
+class WatchCounters(Collector):
+    """`kubernetes_relists_total` and `kubernetes_watches_total` per cluster and kind, read from the sources when
+    scraped (the reflectors count them anyway; a counter per event on the hot path would count them twice)."""
+
+    def __init__(self, counts: Callable[[], Iterable[tuple[str, Mapping[str, tuple[int, int]]]]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        relists = CounterMetricFamily(
+            f"{PREFIX}_kubernetes_relists", "Complete lists of a kind (start, 410, 504)", labels=["cluster", "kind"]
+        )
+        watches = CounterMetricFamily(
+            f"{PREFIX}_kubernetes_watches", "Watch requests the API server answered", labels=["cluster", "kind"]
+        )
+        for cluster, by_kind in self._counts():
+            for kind, (relisted, watched) in sorted(by_kind.items()):
+                relists.add_metric([cluster, kind], relisted)
+                watches.add_metric([cluster, kind], watched)
+        yield relists
+        yield watches

@@ -160,6 +160,16 @@ async def test_a_second_instance_on_the_same_xds_port_fails_with_one_line(manife
     first.check_running()
 
 
+async def test_an_admin_port_in_use_fails_with_one_line(manifests, start_plane_process) -> None:
+    first = await start_plane_process()
+    result = cli("run", "--manifests", str(manifests.path), "--xds-port", str(free_port()),
+                 "--admin-port", str(first.admin_port))  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"envoy-control-plane: error: admin port 127.0.0.1:{first.admin_port}: "), line
+    assert "in use" in line
+
+
 def test_validate_survives_any_file_and_names_each_problem(tmp_path: Path) -> None:
     """Binary, UTF-16, alias bombs and badly typed objects: one line each, never a traceback."""
     m = tmp_path / "m"

@@ -63,6 +63,10 @@ async def test_an_unreachable_cluster_does_not_hold_back_the_others(
     await wait_synced(plane, "aws", "gcp")
     assert await plane.admin.get("/readyz") == (200, "ready\n")
     assert await plane.admin.metric("source_up", source="gcp") == 1
+    for cluster in ("aws", "gcp"):
+        for kind in ("Pod", "IngressListener", "EgressListener"):
+            assert await plane.admin.metric("kubernetes_relists_total", cluster=cluster, kind=kind) >= 1
+            assert await plane.admin.metric("kubernetes_watches_total", cluster=cluster, kind=kind) >= 1
 
 
 async def _last_error(plane, name: str) -> str | None:

@@ -21,12 +21,13 @@ from google.protobuf.message import Message
 
 from ..config import XdsTlsConfig
 from ..metrics import Metrics
+from ..text import clip
 from .cache import SnapshotCache
 from .credentials import ReloadingCredentials
 from .delta import DeltaStream
 from .identity import NodeNotPermitted, stream_authorizer
 from .sotw import SotwStream
-from .stream import ProtocolError
+from .stream import ACK_TIMEOUT, ProtocolError
 from .streams import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,19 @@ SERVER_OPTIONS = [
 
 class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def __init__(
-        self, cache: SnapshotCache, metrics: Metrics, streams: StreamRegistry, bind_nodes: bool = False
+        self,
+        cache: SnapshotCache,
+        metrics: Metrics,
+        streams: StreamRegistry,
+        bind_nodes: bool = False,
+        ack_timeout: float = ACK_TIMEOUT,
     ) -> None:
         """`bind_nodes`: a stream may only ask for a node id its client certificate names (xds.tls.client_ca)."""
         self._cache = cache
         self._metrics = metrics
         self._streams = streams
         self._bind_nodes = bind_nodes
+        self._ack_timeout = ack_timeout
 
     async def StreamAggregatedResources(  # noqa: N802 (the generated API's name)
         self, request_iterator: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext
@@ -79,8 +86,9 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._metrics.connected_streams.labels(mode).inc()
         authorize = stream_authorizer(context) if self._bind_nodes else None
         try:
+            stream = protocol(self._cache, self._metrics, info, authorize, self._ack_timeout)
             # aclosing: the stream's watch on the cache ends with the RPC, not when the generator is collected.
-            async with contextlib.aclosing(protocol(self._cache, self._metrics, info, authorize).run(requests)) as run:
+            async with contextlib.aclosing(stream.run(requests)) as run:
                 async for response in run:
                     yield response
         except NodeNotPermitted as e:
@@ -93,7 +101,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         finally:
             self._metrics.connected_streams.labels(mode).dec()
             self._streams.close(info)
-            log.info("stream %d: node %s disconnected (%s)", info.id, info.node or "(unknown)", mode)
+            log.info("stream %d: node %s disconnected (%s)", info.id, clip(info.node) or "(unknown)", mode)
 
 
 def _slim_node(message_type: type[Message]) -> Callable[[bytes], Message]:
@@ -178,11 +186,12 @@ async def start_xds_server(
     metrics: Metrics,
     streams: StreamRegistry,
     tls: XdsTlsConfig | None = None,
+    ack_timeout: float = ACK_TIMEOUT,
 ) -> tuple[grpc.aio.Server, int]:
     """Start serving ADS; returns the server and the port it bound (useful with port 0)."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     bind_nodes = tls is not None and tls.client_ca is not None
-    _add_ads(AdsService(cache, metrics, streams, bind_nodes), server)
+    _add_ads(AdsService(cache, metrics, streams, bind_nodes, ack_timeout), server)
     target = f"{address}:{port}"
     credentials = ReloadingCredentials(tls).credentials if tls else None  # follows renewals of the files
     try:

@@ -2,30 +2,40 @@
 
 The rules (see XDS_PROTOCOL.md) in the order this module applies them:
 - the node is taken from the stream's first request and kept;
-- a request whose response_nonce is not the last one sent for its type is stale and ignored;
+- a request whose response_nonce is not the last one sent for its type is stale: it ACKs or NACKs nothing, but its
+  subscription is the client's current one and is applied (Envoy unsubscribes from EDS with an older nonce);
 - a request echoing the last nonce is an ACK, or a NACK when error_detail is set: a NACK is logged and counted, and
   the rejected version is not sent again; the next push waits for new content;
 - a type is sent only when its version differs from what the client has (its version_info on a first request, else
   what we last sent), when it subscribed names it was not sent, or after a CDS push (a fresh EDS ends warming); a
-  named type with no names subscribed gets nothing (Envoy does not ACK responses to an empty subscription);
-- one response per type is in flight at a time, and a type waits while an earlier type of PUSH_ORDER is unanswered
-  (make-before-break), with one exception: EDS does not wait for a CDS answer, because Envoy holds its CDS ACK until
-  the new clusters have warmed, and an EDS cluster warms only on an EDS response. A cluster the client's listeners
-  still use stays in CDS until the new LDS is ACKed.
+  named type with no names subscribed gets nothing, and a response in flight to it is not waited for (Envoy does
+  not answer responses for a type it no longer watches);
+- one response per type is in flight at a time, in the make-before-break order of ordering.py (EDS may follow an
+  unanswered CDS, nothing else passes an unanswered type). A cluster the client's listeners still use stays in CDS
+  until the new LDS is ACKed;
+- no wait lasts longer than the stream's ack_timeout (stream.py): then the response counts as the client's version,
+  and the other types go ahead;
+- a reconnecting client declares a version of LDS and CDS: when it is one the cache remembers (SnapshotCache.recall),
+  we know what the client runs; cluster removals then wait until its listeners no longer need them, also while it
+  has not yet asked for listeners (Envoy re-sends CDS first). Until the world is complete (every source loaded
+  once), such a client's next LDS/CDS still carries all it runs, and one whose version we cannot recall gets no
+  LDS/CDS at all (the full set would delete what the world has not loaded); first-time clients are answered as usual.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 
 from .resource import Resource, version_of
-from .stream import Stream
+from ..text import clip
+from .stream import MAX_NAMES, ProtocolError, Stream
 from .streams import TypeStatus
-from .types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, WILDCARD_TYPES, short
+from .ordering import may_send, push_order
+from .types import CLUSTER, ENDPOINT, LISTENER, WILDCARD_TYPES, label, short
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,10 @@ class _TypeState:
     known_version: str | None = None  # what the client has or was last sent on this stream
     sent: dict[str, Resource] = field(default_factory=dict)
     acked: dict[str, Resource] = field(default_factory=dict)
+    # A wildcard type whose first request declared a version: the client runs config from before this stream, and
+    # `unknown` while that version is not one the cache can recall (so what it runs is unknown until its next ACK).
+    declared: bool = False
+    unknown: bool = False
 
 
 class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
@@ -53,105 +67,147 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
         type_url = request.type_url
         state = self._state(type_url)
         status = state.status
-        if request.response_nonce:
-            if request.response_nonce != status.nonce:
-                log.debug("node %s %s: stale nonce %s ignored", self._info.node, short(type_url), request.response_nonce)
-                return
-            state.pending = False
+        if request.response_nonce and request.response_nonce != status.nonce:
+            # Superseded: it ACKs or NACKs nothing, but its subscription is the client's current one.
+            log.debug("node %s %s: stale nonce %s (subscription changes still apply)", self._node, short(type_url),
+                      clip(request.response_nonce))  # fmt: skip
+        elif request.response_nonce:
+            self._settle(type_url, state)
             if request.HasField("error_detail"):
                 self._on_nack(type_url, state, request)
             else:
-                status.acked_version = request.version_info
-                state.acked = state.sent
+                status.acked_version = clip(request.version_info, 64)
+                state.acked, state.unknown = state.sent, False
                 status.acked_resources = {name: r.version for name, r in state.acked.items()}
                 status.rejected_resources = {}
-                self._metrics.acks.labels(short(type_url)).inc()
-                log.debug("node %s %s: ACK %s", self._info.node, short(type_url), request.version_info)
+                self._metrics.acks.labels(label(type_url)).inc()
+                log.debug("node %s %s: ACK %s", self._node, short(type_url), status.acked_version)
         elif not state.subscribed:
             # A new stream knows only what the client declares: if it already has our version, nothing is sent.
-            state.known_version = request.version_info
-            status.acked_version = request.version_info
-            if self._snapshot is not None and request.version_info == self._snapshot.version(type_url):
-                state.acked = dict(self._snapshot.of_type(type_url))
+            state.known_version = status.acked_version = clip(request.version_info, 64)  # ours have 16 characters
+            had = self._recall(type_url, request.version_info)
+            if had is not None:
+                state.acked = dict(had)
                 status.acked_resources = {name: r.version for name, r in state.acked.items()}
+            if request.version_info and type_url in WILDCARD_TYPES:
+                state.declared, state.unknown = True, had is None
+                self._reconnecting()
+        if len(request.resource_names) > MAX_NAMES:
+            raise ProtocolError(f"more than {MAX_NAMES} resource names in one request")
         names = frozenset(request.resource_names)
         wildcard = type_url in WILDCARD_TYPES and (not names or "*" in names)
         if not wildcard and state.subscribed and names - status.names:
             state.force = True  # newly subscribed names are answered even when nothing changed
         state.subscribed = True
         status.names, status.wildcard = (frozenset(), True) if wildcard else (names, False)
+        if not wildcard and not names and state.pending:
+            # Envoy does not answer a response for a type it no longer watches: never wait for one.
+            log.debug("node %s %s: unsubscribed from everything; not waiting for nonce %s", self._node,
+                      short(type_url), status.nonce)  # fmt: skip
+            self._settle(type_url, state)
+
+    def _settle(self, type_url: str, state: _TypeState) -> None:
+        """The response in flight was answered, or will not be: the type may send again, and stops blocking."""
+        state.pending = False
+        self._answered(type_url)
+
+    def _give_up(self, type_url: str) -> None:
+        # What was sent stays the version we believe the client has: the next change sends the whole set again.
+        state = self._types[type_url]
+        state.pending = state.unknown = False
+
+    def _recall(self, type_url: str, version: str) -> Mapping[str, Resource] | None:
+        """What a client that declares `version` on its first request has, when we know."""
+        if not version or self._snapshot is None:
+            return None
+        if type_url in WILDCARD_TYPES:  # the whole set: this version or one the node had a moment ago
+            return self._cache.recall(self._info.node, type_url, version)
+        return self._snapshot.of_type(type_url) if version == self._snapshot.version(type_url) else None
 
     def _on_nack(self, type_url: str, state: _TypeState, request: DiscoveryRequest) -> None:
         status = state.status
-        self._count_nack(type_url, status, request.error_detail.message)
+        message = self._count_nack(type_url, status, request.error_detail.message)
         status.rejected_resources = {
             name: r.version for name, r in state.sent.items() if status.acked_resources.get(name) != r.version
         }
         log.warning(
             "node %s rejected %s version %s (keeps %s): %s",
-            self._info.node,
+            self._node,
             short(type_url),
             status.sent_version,
-            request.version_info or "nothing",
-            request.error_detail.message,
+            clip(request.version_info, 64) or "nothing",
+            message,
         )
 
     # ---- responses -----------------------------------------------------------------------------------------------
 
     def _responses(self) -> Iterator[DiscoveryResponse]:
-        order = list(PUSH_ORDER) + sorted(set(self._types) - set(PUSH_ORDER))
-        cds_unanswered = False
-        for type_url in order:
+        unanswered: list[str] = []
+        for type_url in push_order(self._types):
             state = self._types.get(type_url)
             if state is None or not state.subscribed:
                 continue
-            if cds_unanswered and type_url != ENDPOINT:
-                return  # only EDS may pass an unanswered CDS
-            if state.pending:
-                if type_url == CLUSTER:
-                    cds_unanswered = True  # Envoy ACKs CDS once its new clusters warm, which takes an EDS response
-                    continue
-                return  # later types wait until this one is answered
             if not state.status.wildcard and not state.status.names:
                 state.force = False  # nothing subscribed: Envoy would not even ACK a response
                 continue
+            if state.unknown and not self._cache.complete:
+                continue  # the full set would delete what the world has not loaded yet: wait until it has
+            if state.pending:
+                unanswered.append(type_url)
+                continue
+            if not may_send(type_url, unanswered):
+                return  # make-before-break (ordering.py)
             resources = self._resources(type_url, state)
             version = version_of(resources)
             if not state.force and version == state.known_version:
                 continue
             yield self._response(type_url, state, version, resources)
-            if type_url != CLUSTER:
-                return
-            cds_unanswered = True
+            unanswered.append(type_url)
 
     def _resources(self, type_url: str, state: _TypeState) -> list[Resource]:
         assert self._snapshot is not None
         current = self._snapshot.of_type(type_url)
         if not state.status.wildcard:
             return [current[name] for name in sorted(state.status.names) if name in current]
-        resources = list(current.values())
-        if type_url == CLUSTER and LISTENER in self._types:
-            # Removals last: keep what the listeners the client runs (or was sent) route to, until it ACKs new ones.
-            listeners = self._types[LISTENER]
-            still_used = {ref for lds in (listeners.acked, listeners.sent) for r in lds.values() for ref in r.refs}
-            resources += [state.sent[name] for name in sorted(still_used - current.keys()) if name in state.sent]
-        return resources
+        had = state.acked | state.sent
+        kept = sorted(name for name in self._kept(type_url, state) - current.keys() if name in had)
+        return [*current.values(), *(had[name] for name in kept)]
+
+    def _kept(self, type_url: str, state: _TypeState) -> set[str]:
+        """Names of a wildcard type the client has and we no longer do, that its next response must still carry.
+
+        Until the world is complete, a reconnecting client keeps all it has. Removals last: a cluster stays while a
+        listener the client runs (or was sent) uses it, and, on a reconnect, while the client has not yet said which
+        listeners it runs, or runs ones we cannot see into (until it ACKs ours).
+        """
+        had = state.acked.keys() | state.sent.keys()
+        if state.declared and not self._cache.complete:
+            return set(had)
+        if type_url != CLUSTER:
+            return set()
+        listeners = self._types.get(LISTENER)
+        if listeners is None or not listeners.subscribed:
+            return set(had) if state.declared and self._awaiting_holders() else set()
+        if listeners.unknown:
+            return set(had)
+        return {ref for lds in (listeners.acked, listeners.sent) for r in lds.values() for ref in r.refs}
 
     def _response(
         self, type_url: str, state: _TypeState, version: str, resources: list[Resource]
     ) -> DiscoveryResponse:
         nonce = self._next_nonce()
         state.pending, state.force, state.known_version = True, False, version
+        self._awaiting(type_url)
         state.sent = {r.name: r for r in resources}
         state.status.nonce, state.status.sent_version = nonce, version
         if type_url == CLUSTER:
             self._state(ENDPOINT).force = True  # envoy finishes warming an updated EDS cluster only on a new EDS
         size = sum(len(r.body) for r in resources)
-        self._metrics.responses.labels(short(type_url)).inc()
-        self._metrics.response_bytes.labels(short(type_url)).inc(size)
+        self._metrics.responses.labels(label(type_url)).inc()
+        self._metrics.response_bytes.labels(label(type_url)).inc(size)
         log.info(
             "node %s: sent %s version %s (%d resources, %d bytes)",
-            self._info.node,
+            self._node,
             short(type_url),
             version,
             len(resources),

@@ -1,23 +1,38 @@
 """What every ADS stream does, whichever protocol: one queue for the client's requests and the cache's news, the
 node taken from the first request, and the per-type status that /debug/nodes shows. The protocols (sotw.py,
-delta.py) say what a request means and what to send."""
+delta.py) say what a request means and what to send.
+
+Everything a client sends is bounded before it is kept, logged or used as a metric label: at most MAX_OTHER_TYPES
+unknown types and MAX_NAMES subscribed names per type on a stream and a node id of MAX_NODE_ID characters (more ends the stream
+with INVALID_ARGUMENT; no Envoy comes near); unknown type URLs count under the metric label `other`; node ids,
+names, nonces and NACK messages reach logs and /debug/nodes only clipped and escaped (text.clip).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 from ..metrics import Metrics
+from ..text import clip
 from .cache import Snapshot, SnapshotCache
 from .identity import NodeAuthorizer
 from .streams import StreamInfo, TypeStatus
-from .types import short
+from .types import SHORT_NAMES, label, short
 
 log = logging.getLogger(__name__)
 
+MAX_OTHER_TYPES = 16  # types on one stream besides those of types.py (we serve none of them; Envoy asks for none)
+MAX_NAMES = 100_000  # names subscribed (or declared) per type on one stream
+MAX_NODE_ID = 1024  # characters
+NACK_LIMIT = 1000  # characters of Envoy's error message that are logged and kept for /debug/nodes
+ACK_TIMEOUT = 10.0  # seconds a response may stay unanswered before the stream stops waiting for it (xds.ack_timeout_s)
+
+_HOLDERS = "(holders)"  # a deadline: until then, a reconnecting client's removals wait for what uses them
 _WAKE = object()  # a new snapshot arrived
 _END = object()  # the client closed its side
 
@@ -46,13 +61,22 @@ class Stream(ABC, Generic[Request, Response, State]):
     mode: str  # "sotw" or "delta", for logs
 
     def __init__(
-        self, cache: SnapshotCache, metrics: Metrics, info: StreamInfo, authorize: NodeAuthorizer | None = None
+        self,
+        cache: SnapshotCache,
+        metrics: Metrics,
+        info: StreamInfo,
+        authorize: NodeAuthorizer | None = None,
+        ack_timeout: float = ACK_TIMEOUT,
     ) -> None:
-        """`authorize` checks the node id the stream asks for (raising NodeNotPermitted) before anything is served."""
+        """`authorize` checks the node id the stream asks for (raising NodeNotPermitted) before anything is served;
+        `ack_timeout` bounds the wait for the client's answer to a response (see `_expire`)."""
         self._cache = cache
         self._authorize = authorize
         self._metrics = metrics
         self._info = info
+        self._ack_timeout = ack_timeout
+        self._deadlines: dict[str, float] = {}  # type -> when we stop waiting for the answer to its response
+        self._reconnected = False
         self._snapshot: Snapshot | None = None
         self._types: dict[str, State] = {}
         self._nonces = 0
@@ -64,7 +88,10 @@ class Stream(ABC, Generic[Request, Response, State]):
         reader = asyncio.create_task(self._read(requests))
         try:
             while True:
-                item = await self._queue.get()
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), self._until_deadline())
+                except TimeoutError:
+                    item = _WAKE  # a response went unanswered too long: pending() stops waiting for it
                 if item is _END:
                     break
                 if item is _WAKE:
@@ -84,13 +111,64 @@ class Stream(ABC, Generic[Request, Response, State]):
             self._connect(request)
         if not request.type_url:
             raise ProtocolError("an ADS request must carry type_url")
-        self._metrics.requests.labels(short(request.type_url)).inc()
+        if request.type_url not in self._types and request.type_url not in SHORT_NAMES:
+            if sum(t not in SHORT_NAMES for t in self._types) >= MAX_OTHER_TYPES:
+                raise ProtocolError(f"more than {MAX_OTHER_TYPES} unknown resource types on one stream")
+        self._metrics.requests.labels(label(request.type_url)).inc()
         self._on_request(request)
         return self.pending()
 
     def pending(self) -> list[Response]:
         """What may be sent now, given the latest snapshot and what the client has, in order (at most one per type)."""
+        self._expire()
         return list(self._responses()) if self._snapshot is not None else []
+
+    # ---- the bounded wait for answers ----------------------------------------------------------------------------
+
+    def _awaiting(self, type_url: str) -> None:
+        """A response of this type went out: its answer is waited for, but not forever."""
+        self._deadlines[type_url] = time.monotonic() + self._ack_timeout
+
+    def _answered(self, type_url: str) -> None:
+        """The type's response was ACKed or NACKed, or needs no answer any more."""
+        self._deadlines.pop(type_url, None)
+
+    def _until_deadline(self) -> float | None:
+        if not self._deadlines:
+            return None
+        return max(min(self._deadlines.values()) - time.monotonic(), 0)
+
+    def _expire(self) -> None:
+        """No type blocks the others for good: a response unanswered for `ack_timeout` seconds is given up on."""
+        now = time.monotonic()
+        for type_url in [t for t, deadline in self._deadlines.items() if deadline <= now]:
+            del self._deadlines[type_url]
+            if type_url == _HOLDERS:
+                log.debug("node %s: removals no longer wait for the types that would use them", self._node)
+                continue
+            log.warning(
+                "node %s: no answer to %s nonce %s in %gs; not waiting for it any longer",
+                self._node,
+                short(type_url),
+                self._info.types[type_url].nonce,
+                self._ack_timeout,
+            )
+            self._give_up(type_url)
+
+    def _reconnecting(self) -> None:
+        """The client declared config it runs. Its removals of one type wait until it has requested the type that
+        uses them (listeners for clusters, clusters for endpoints) and said what it has of it: Envoy re-sends all its
+        requests at once on a reconnect, but CDS first. They wait `ack_timeout` at most (a client may not use LDS)."""
+        if not self._reconnected:
+            self._reconnected = True
+            self._deadlines[_HOLDERS] = time.monotonic() + self._ack_timeout
+
+    def _awaiting_holders(self) -> bool:
+        return _HOLDERS in self._deadlines
+
+    @abstractmethod
+    def _give_up(self, type_url: str) -> None:
+        """Stop waiting for the answer to the type's response in flight (see `_expire`)."""
 
     @abstractmethod
     def _on_request(self, request: Request) -> None: ...
@@ -112,21 +190,30 @@ class Stream(ABC, Generic[Request, Response, State]):
         self._nonces += 1
         return str(self._nonces)
 
-    def _count_nack(self, type_url: str, status: TypeStatus, message: str) -> None:
+    @property
+    def _node(self) -> str:
+        """The node id as logs show it."""
+        return clip(self._info.node)
+
+    def _count_nack(self, type_url: str, status: TypeStatus, message: str) -> str:
+        """Count a NACK and keep its message (bounded); returns the message as logs show it."""
         status.nacks += 1
-        status.last_nack = message
-        self._metrics.nacks.labels(short(type_url)).inc()
+        status.last_nack = clip(message, NACK_LIMIT)
+        self._metrics.nacks.labels(label(type_url)).inc()
+        return status.last_nack
 
     def _connect(self, request: Request) -> None:
         """The node is only guaranteed on a stream's first request: take it from there, and watch its snapshots."""
         if not request.node.id:
             raise ProtocolError("the first request of a stream must carry node.id")
+        if len(request.node.id) > MAX_NODE_ID:
+            raise ProtocolError(f"node.id is longer than {MAX_NODE_ID} characters")
         if self._authorize is not None:
             self._authorize(request.node.id)
         self._info.node = request.node.id
         self._snapshot = self._cache.get(self._info.node)
         self._cancel_watch = self._cache.watch(self._info.node, self._on_snapshot)
-        log.info("stream %d: node %s connected (%s, %s)", self._info.id, self._info.node, self.mode, self._info.peer)
+        log.info("stream %d: node %s connected (%s, %s)", self._info.id, self._node, self.mode, self._info.peer)
 
     async def _read(self, requests: AsyncIterator[Request]) -> None:
         try:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..text import rfc3339
+from ..text import clip, rfc3339
 from .types import short
 
 
@@ -30,7 +30,7 @@ class TypeStatus:
     def to_json(self) -> dict[str, Any]:
         return {
             "wildcard": self.wildcard,
-            "subscribed": sorted(self.names),
+            "subscribed": [clip(name) for name in sorted(self.names)],
             "sent_version": self.sent_version,
             "acked_version": self.acked_version,
             "nonce": self.nonce,

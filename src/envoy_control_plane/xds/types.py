@@ -4,6 +4,8 @@ Make-before-break: secrets before the clusters and listeners that use them, clus
 clusters and endpoints before the listeners that route to them.
 """
 
+from ..text import clip
+
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -18,5 +20,10 @@ SHORT_NAMES = {SECRET: "SDS", CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", 
 
 
 def short(type_url: str) -> str:
-    """CDS, EDS, ... for logs and metric labels; the type URL itself for anything unknown."""
-    return SHORT_NAMES.get(type_url, type_url)
+    """CDS, EDS, ... for logs and /debug/nodes; anything else (a client's choice) clipped and escaped."""
+    return SHORT_NAMES.get(type_url) or clip(type_url, 100)
+
+
+def label(type_url: str) -> str:
+    """The metric label of a type: CDS, EDS, ... or `other`, so a client cannot create label series at will."""
+    return SHORT_NAMES.get(type_url, "other")

@@ -148,8 +148,13 @@ def loopback_config(**overrides: Any) -> Any:
         **overrides,
     }
     config = build_config(raw, source="test")
-    # Port 0 is not a valid port in a config file, so it is set after validation.
-    ports = {"xds": config.xds.model_copy(update={"port": 0}), "admin": config.admin.model_copy(update={"port": 0})}
+    # Port 0 is not a valid port in a config file, so it is set after validation. An xDS port given is kept (a test
+    # that restarts the control plane where its Envoys look for it).
+    xds_port = overrides.get("xds", {}).get("port", 0)
+    ports = {
+        "xds": config.xds.model_copy(update={"port": xds_port}),
+        "admin": config.admin.model_copy(update={"port": 0}),
+    }
     return config.model_copy(update=ports)
 
 

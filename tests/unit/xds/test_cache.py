@@ -1,4 +1,4 @@
-from envoy_control_plane.xds.cache import Snapshot, SnapshotCache
+from envoy_control_plane.xds.cache import HISTORY, Snapshot, SnapshotCache
 from envoy_control_plane.xds.resource import Resource
 from envoy_control_plane.xds.types import CLUSTER, LISTENER
 from google.protobuf.wrappers_pb2 import StringValue
@@ -27,3 +27,26 @@ def test_set_tells_watchers_only_of_real_changes():
     cancel()
     cache.set("n", Snapshot.build({}))
     assert seen == [first]
+
+
+def test_recall_finds_what_a_node_had_a_few_snapshots_ago():
+    cache = SnapshotCache()
+    old = Snapshot.build({LISTENER: [res(LISTENER, "l", "1")]})
+    cache.set("n", old)
+    for i in range(2, 2 + HISTORY):
+        cache.set("n", Snapshot.build({LISTENER: [res(LISTENER, "l", str(i))]}))
+    assert cache.recall("n", LISTENER, old.version(LISTENER)) == old.of_type(LISTENER)
+    assert cache.recall_resource("n", LISTENER, "l", old.of_type(LISTENER)["l"].version) is not None
+    cache.set("n", Snapshot.build({LISTENER: [res(LISTENER, "l", "latest")]}))
+    assert cache.recall("n", LISTENER, old.version(LISTENER)) is None  # forgotten: only the last few are kept
+    assert cache.recall("other", LISTENER, old.version(LISTENER)) is None
+
+
+def test_set_complete_wakes_every_watcher_once():
+    cache = SnapshotCache(complete=False)
+    seen: list[Snapshot] = []
+    cache.watch("n", seen.append)
+    assert not cache.complete
+    cache.set_complete()
+    cache.set_complete()
+    assert cache.complete and seen == [cache.get("n")]

@@ -74,10 +74,12 @@ def snapshot(*resources: Resource) -> Snapshot:
 class Client:
     """Plays Envoy against a DeltaStream, synchronously: every call returns the responses the stream may send now."""
 
-    def __init__(self, cache: SnapshotCache, metrics: Metrics, registry: StreamRegistry | None = None) -> None:
+    def __init__(
+        self, cache: SnapshotCache, metrics: Metrics, registry: StreamRegistry | None = None, **options: float
+    ) -> None:
         self.cache = cache
         self.info = (registry or StreamRegistry()).open("delta", "test")
-        self.stream = DeltaStream(cache, metrics, self.info)
+        self.stream = DeltaStream(cache, metrics, self.info, **options)
         self.first = True
 
     def send(
@@ -317,6 +319,69 @@ def test_a_nack_is_logged_counted_recorded_and_not_resent(client, cache, metrics
     assert sent(one(client.update(snapshot(good, eds_cluster("other"))))) == versions(good)
 
 
+def test_a_nack_rejects_only_the_resources_envoy_names(client, cache, caplog):
+    """Envoy applies the listeners of a delta push it can, and names the ones it rejects; a later change back to
+    what the client had before must be sent (it used to leave a stale RBAC allow-list in force)."""
+    app, taken = listener("app", "c", port=1), listener("taken", "c", port=2)
+    cache.set(NODE, snapshot(app, taken))
+    client.ack(one(client.send(LISTENER)))
+    app2, taken2 = listener("app", "c2", port=1), listener("taken", "c", port=3)
+    push = one(client.update(snapshot(app2, taken2)))
+    assert sent(push) == versions(app2, taken2)
+    message = "Error adding/updating listener(s) taken: cannot bind '0.0.0.0:3': Address already in use\n"
+    with caplog.at_level(logging.WARNING, logger="envoy_control_plane"):
+        assert client.nack(push, message) == []
+    assert "rejected [taken], the rest applied" in caplog.text
+    assert client.status(LISTENER).rejected_resources == versions(taken2)
+    back = one(client.update(snapshot(app, taken2)))  # app changes back; taken is still the rejected version
+    assert sent(back) == versions(app)
+
+
+def test_a_nack_that_names_nothing_resends_each_resource_on_its_next_change(client, cache):
+    """Which resources Envoy applied is unknown: none is sent again as it is (no NACK loop), each is sent on its next
+    change, even back to the version the client had before the push."""
+    app, other = listener("app", "c", port=1), listener("other", "c", port=2)
+    cache.set(NODE, snapshot(app, other))
+    client.ack(one(client.send(LISTENER)))
+    app2, other2 = listener("app", "c2", port=1), listener("other", "c2", port=2)
+    assert client.nack(one(client.update(snapshot(app2, other2))), "something went wrong") == []
+    assert client.update(snapshot(app2, other2)) == []
+    back = one(client.update(snapshot(app, other2)))
+    assert sent(back) == versions(app)
+    client.ack(back)
+    assert sent(one(client.update(snapshot(app, other)))) == versions(other)
+
+
+def test_after_a_nack_that_names_nothing_unrelated_clusters_are_still_removed(client, cache):
+    """What the client may have of an unknown listener is one of two versions we know: only their clusters wait."""
+    a, b, c = static_cluster("a"), static_cluster("b"), static_cluster("c")
+    l1 = listener("l", "a")
+    cache.set(NODE, snapshot(a, b, c, l1))
+    client.ack(one(client.send(CLUSTER)))
+    client.ack(one(client.send(LISTENER)))
+    l2 = listener("l", "b")
+    assert client.nack(one(client.update(snapshot(a, b, c, l2)), LISTENER), "something went wrong") == []
+    removal = one(client.update(snapshot(b, l2)), CLUSTER)  # "a" may still be used by l's old version; "c" is not
+    assert list(removal.removed_resources) == ["c"]
+
+
+def test_an_unanswered_response_blocks_other_types_only_until_the_ack_timeout(cache, metrics, caplog):
+    client = Client(cache, metrics, ack_timeout=0)  # every response is given up on at the next look
+    a, x, l1 = eds_cluster("a", service="x"), cla("x"), listener("l", "a")
+    cache.set(NODE, snapshot(a, x, l1))
+    cds = one(client.send(CLUSTER))  # never answered
+    with caplog.at_level(logging.WARNING, logger="envoy_control_plane"):
+        eds = one(client.send(ENDPOINT, ["x"]))
+        lds = one(client.send(LISTENER))
+    assert (eds.type_url, lds.type_url) == (ENDPOINT, LISTENER)
+    assert f"no answer to CDS nonce {cds.nonce}" in caplog.text
+    # The unanswered clusters count as unknown to the client: a change sends them again, and only a change.
+    assert client.stream.pending() == []
+    a2 = eds_cluster("a", timeout=2, service="x")
+    cds2, eds2 = client.update(snapshot(a2, x, l1))  # and the EDS that follows a CDS push
+    assert sent(cds2) == versions(a2) and eds2.type_url == ENDPOINT
+
+
 def test_a_rejected_removal_is_not_resent(client, cache):
     a, b = static_cluster("a"), static_cluster("b")
     cache.set(NODE, snapshot(a, b))
@@ -371,13 +436,17 @@ def test_reconnect_with_one_stale_version_sends_only_that_one(client, cache):
     cache.set(NODE, snapshot(a, b, c))
     initial = versions(a, b, c) | {"b": "an-older-version", "gone": "whatever"}
     response = one(client.send(CLUSTER, initial=initial))
-    assert sent(response) == versions(b)
-    assert list(response.removed_resources) == ["gone"]
+    assert sent(response) == versions(b) and list(response.removed_resources) == []
+    # "gone" is removed once the client has said which listeners it runs (none that could use it).
+    assert client.ack(response) == []
+    removal = one(client.send(LISTENER, initial={}), CLUSTER)
+    assert sent(removal) == {} and list(removal.removed_resources) == ["gone"]
 
 
 def test_reconnect_named_subscription_sends_the_names_the_client_lacks(client, cache):
     x, y = cla("x"), cla("y")
     cache.set(NODE, snapshot(x, y))
+    client.ack(one(client.send(CLUSTER)))  # no cluster uses "gone" (Envoy asks for clusters first)
     initial = {"x": x.version, "gone": "v", "not-asked-for": "v"}
     response = one(client.send(ENDPOINT, ["x", "y", "gone"], initial=initial))
     assert sent(response) == versions(y)
@@ -477,6 +546,40 @@ def test_endpoints_stay_while_a_cluster_the_client_has_uses_them(client, cache):
     # Envoy drops the cluster and unsubscribes its endpoints: nothing more to say.
     assert client.send(ENDPOINT, unsubscribe=["x"]) == []
     assert client.ack(cds) == []
+
+
+def test_on_reconnect_a_cluster_goes_after_the_listener_that_used_it(client, cache):
+    """Envoy re-sends CDS before LDS on a reconnect: the cluster removal waits until the listener is gone."""
+    old, keep = eds_cluster("old"), eds_cluster("keep")
+    l_old, l_keep = listener("l-old", "old"), listener("l-keep", "keep", port=9001)
+    cache.set(NODE, snapshot(old, keep, l_old, l_keep))  # what the client got from us (or another replica)
+    cache.set(NODE, snapshot(keep, l_keep))  # while it was away, l-old and its cluster went
+    assert client.send(CLUSTER, initial=versions(old, keep)) == []  # not yet: l-old may use it
+    lds = one(client.send(LISTENER, initial=versions(l_old, l_keep)), LISTENER)
+    assert sent(lds) == {} and list(lds.removed_resources) == ["l-old"]
+    cds = one(client.ack(lds), CLUSTER)
+    assert sent(cds) == {} and list(cds.removed_resources) == ["old"]
+
+
+def test_on_reconnect_removals_wait_for_the_world_to_be_complete(metrics):
+    """Issue 7 item 8: a restart while a source is unreachable must not delete what a reconnecting Envoy runs."""
+    cache = SnapshotCache(complete=False)  # a source has not loaded yet
+    a, b, b2, c = static_cluster("a"), static_cluster("b"), static_cluster("b", port=2), static_cluster("c")
+    l_a, l_b = listener("l-a", "a"), listener("l-b", "b", port=9001)
+    cache.set(NODE, snapshot(b2, c, l_b))  # l-a and a come from the source that has not loaded
+    client = Client(cache, metrics)
+    cds = one(client.send(CLUSTER, initial=versions(a, b)), CLUSTER)
+    assert sent(cds) == versions(b2, c) and list(cds.removed_resources) == []  # additions and updates only
+    assert client.ack(cds) == []
+    assert client.send(LISTENER, initial=versions(l_a, l_b)) == []  # l-a stays
+    fresh = Client(cache, metrics)  # a first-time client is answered as usual
+    assert sent(one(fresh.send(LISTENER))) == versions(l_b)
+
+    cache.set_complete()  # the source loaded, and l-a really is gone: it goes first, then its cluster
+    lds = one(client.stream.pending(), LISTENER)
+    assert list(lds.removed_resources) == ["l-a"]
+    cds = one(client.ack(lds), CLUSTER)
+    assert list(cds.removed_resources) == ["a"]
 
 
 def test_removals_wait_for_a_reconnecting_clients_unknown_listener(client, cache):

@@ -52,10 +52,10 @@ def snapshot(*resources: Resource) -> Snapshot:
 class Client:
     """Plays Envoy: sends requests into a SotwStream and reads what it answers."""
 
-    def __init__(self, cache: SnapshotCache, metrics: Metrics) -> None:
+    def __init__(self, cache: SnapshotCache, metrics: Metrics, **options: float) -> None:
         self.requests: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
         self.info = StreamRegistry().open("sotw", "test")
-        self.stream = SotwStream(cache, metrics, self.info)
+        self.stream = SotwStream(cache, metrics, self.info, **options)
         self.responses = self.stream.run(self._requests())
         self.first = True
 
@@ -172,6 +172,49 @@ async def test_stale_nonce_is_ignored(cache, client):
     await client.silent()
 
 
+async def test_envoys_stale_eds_unsubscribe_does_not_stall_later_types(cache, client):
+    """Issue 7 item 1, as Envoy did it: after a CDS push without its last EDS cluster, Envoy unsubscribes from EDS
+    with an older nonce and never answers the EDS response that the CDS push triggered."""
+    cache.set(NODE, snapshot(cluster("a"), cla("a"), listener("l", "a")))
+    client.send(CLUSTER)
+    client.ack(await client.recv())
+    client.send(ENDPOINT, ["a"])
+    client.ack(eds := await client.recv(), ["a"])
+    client.send(LISTENER)
+    client.ack(await client.recv())
+    cache.set(NODE, snapshot())  # the listener goes, then its cluster
+    client.ack(await client.recv(), ["a"])  # EDS without "a"
+    lds = await client.recv()
+    client.ack(lds)
+    cds2 = await client.recv()
+    assert cds2.type_url == CLUSTER and names(cds2) == []
+    assert (await client.recv()).type_url == ENDPOINT  # the EDS that always follows a CDS push; Envoy ignores it
+    client.send(ENDPOINT, [], version=eds.version_info, nonce=eds.nonce)  # the unsubscribe, with an older nonce
+    client.ack(cds2)
+    cache.set(NODE, snapshot(listener("l2", "local")))
+    lds2 = await client.recv_after_silent()
+    assert lds2.type_url == LISTENER and names(lds2) == ["l2"] and lds2.version_info != lds.version_info
+
+
+async def test_no_type_blocks_the_others_for_longer_than_the_ack_timeout(cache, metrics, caplog):
+    client = Client(cache, metrics, ack_timeout=0.3)
+    try:
+        cache.set(NODE, snapshot(cluster("a"), cla("a"), listener("l", "a")))
+        client.send(CLUSTER)
+        client.ack(await client.recv())
+        client.send(ENDPOINT, ["a"])
+        await client.recv()  # never answered
+        client.send(LISTENER)
+        await client.silent()  # LDS waits for EDS, for a while
+        lds = await client.recv_after_silent()
+        assert lds.type_url == LISTENER and names(lds) == ["l"]
+        assert "no answer to EDS" in caplog.text
+        cache.set(NODE, snapshot(cluster("a"), cla("a", port=82), listener("l", "a")))
+        assert (await client.recv()).type_url == ENDPOINT  # EDS itself is sent again on its next change
+    finally:
+        await client.close()
+
+
 async def test_named_types_carry_only_subscribed_names_and_new_names_are_answered(cache, client):
     cache.set(NODE, snapshot(cla("x"), cla("y")))
     client.send(ENDPOINT, ["x"])
@@ -257,6 +300,44 @@ async def test_removed_listener_cluster_goes_after_the_listener(cache, client):
     client.ack(lds)
     gone = await client.recv_after_silent()
     assert gone.type_url == CLUSTER and names(gone) == [] and gone.version_info != cds.version_info
+
+
+async def test_on_reconnect_a_cluster_goes_after_the_listener_that_used_it(cache, client):
+    """Envoy re-sends CDS before LDS on a reconnect: the cluster removal waits until the listener is gone."""
+    before = snapshot(cluster("old"), cluster("keep"), listener("l-old", "old"), listener("l-keep", "keep", 9001))
+    cache.set(NODE, before)  # what the client got from us (or another replica)
+    cache.set(NODE, snapshot(cluster("keep"), listener("l-keep", "keep", 9001)))  # then l-old and "old" went
+    client.send(CLUSTER, version=before.version(CLUSTER))
+    await client.silent()  # the client's listeners may still use "old"
+    client.send(LISTENER, version=before.version(LISTENER))
+    lds = await client.recv_after_silent()
+    assert lds.type_url == LISTENER and names(lds) == ["l-keep"]
+    client.ack(lds)
+    cds = await client.recv()
+    assert cds.type_url == CLUSTER and names(cds) == ["keep"]
+
+
+async def test_on_reconnect_nothing_is_removed_until_the_world_is_complete(metrics):
+    """Issue 7 item 8: a client that declares config we cannot see into gets no full set (it would delete what the
+    world has not loaded yet) until the world is complete; a first-time client is answered as usual."""
+    cache = SnapshotCache(complete=False)
+    cache.set(NODE, snapshot(cluster("b"), listener("l-b", "b")))
+    client, fresh = Client(cache, metrics), Client(cache, metrics)
+    try:
+        client.send(CLUSTER, version="from-before-the-restart")
+        client.send(LISTENER, version="from-before-the-restart")
+        await client.silent()
+        fresh.send(CLUSTER)
+        assert names(await fresh.recv()) == ["b"]
+        cache.set_complete()
+        cds = await client.recv_after_silent()
+        assert cds.type_url == CLUSTER and names(cds) == ["b"]
+        client.ack(cds)
+        lds = await client.recv()
+        assert lds.type_url == LISTENER and names(lds) == ["l-b"]
+    finally:
+        await client.close()
+        await fresh.close()
 
 
 async def test_first_request_without_node_is_refused(cache, metrics):

@@ -48,6 +48,10 @@ class KubernetesSource:
         self._seeded = {obj.ref: obj for obj in objects}
         self.status.stale = bool(objects)
 
+    def watch_counts(self) -> dict[str, tuple[int, int]]:
+        """Per kind: (relists, watch requests answered) since start, for the Kubernetes metrics."""
+        return {r.resource.kind: (r.relists, r.watches) for r in self._reflectors}
+
     async def run(self) -> None:
         """Connect (retrying with backoff), then list and watch every kind, until cancelled."""
         client = await self._connected()

@@ -19,7 +19,7 @@ from cryptography import x509
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
-from demo.certs import CA, Leaf
+from demo.certs import CA, Leaf, tls_secret
 from envoy_control_plane.bootstrap import XdsClientTls
 from envoy_control_plane.xds.types import LISTENER, SECRET
 
@@ -239,3 +239,26 @@ async def test_a_renewed_server_certificate_serves_new_connections_and_open_stre
     assert still["stream"] == stream["stream"]  # the open stream was not touched
     assert await envoy.stat("control_plane.connected_state") == 1
     await start_envoy("node-c", plane.xds_port, tls=pki.client_tls("node-c"))  # a new Envoy trusts the new one
+
+
+# ---- secrets: served because clients are bound to their nodes ------------------------------------------------------
+
+
+async def test_with_client_certificates_secrets_are_served_each_node_its_own(manifests, start_plane, start_envoy, pki):
+    mesh = CA("mesh")
+    ports = {"node-a": free_port(), "node-c": free_port()}
+    manifests.write(
+        "listeners.yaml",
+        tls_secret("c-tls", mesh.issue("server", ["server.default"]), mesh),
+        ingress("plain-a", "node-a", ports["node-a"], 1),
+        ingress("secure-c", "node-c", ports["node-c"], 1, tls={"secret": "c-tls", "validation": "c-tls"}),
+    )
+    # No xds.insecure_secrets: client_ca alone lets secrets out.
+    plane = await start_plane(xds={"address": "127.0.0.1", "debounce_ms": 10, "tls": pki.plane_tls()})
+    assert plane.control_plane.config.may_serve_secrets
+    envoy_c = await start_envoy("node-c", plane.xds_port, tls=pki.client_tls("node-c"))
+    envoy_a = await start_envoy("node-a", plane.xds_port, tls=pki.client_tls("node-a"))
+    assert list((await envoy_c.listeners()).values()) == [f"127.0.0.1:{ports['node-c']}"]
+    secrets_c = (await envoy_c.dump_sections())["secrets"]
+    assert {s["name"] for s in secrets_c.get("dynamic_active_secrets", [])}, secrets_c
+    assert not (await envoy_a.dump_sections()).get("secrets", {}).get("dynamic_active_secrets")

@@ -154,8 +154,8 @@ class LeaseConfig(_Strict):
 
     cluster: str | None = None  # the configured cluster that holds it; default: the first
     # default: the control plane's own namespace (POD_NAMESPACE, or the service account's), else "default"
-    namespace: str | None = Field(default=None, min_length=1, max_length=63)
-    name: str = Field(default="envoy-control-plane", min_length=1, max_length=253)
+    namespace: str | None = Field(default=None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    name: str = Field(default="envoy-control-plane", max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     duration_s: float = Field(default=15, ge=1, le=3600)
     renew_deadline_s: float = Field(default=10, gt=0, le=3600)
     retry_period_s: float = Field(default=2, gt=0, le=600)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from envoy_control_plane.config import ConfigError, load_config
+from envoy_control_plane.config import ConfigError, build_config, load_config
 
 
 def test_original_config_json_list_loads(tmp_path):
@@ -100,3 +100,22 @@ def test_bad_xds_tls_is_one_line_naming_the_key(tls_files, tls, message):
     text = str(err.value)
     assert message in text and "\n" not in text, text
     assert "PRIVATE KEY" not in text and "BEGIN" not in text
+
+
+@pytest.mark.parametrize(("status", "message"), [
+    ({"lease": {"cluster": "gcp"}}, "status.lease.cluster 'gcp' is not a configured cluster"),
+    ({"lease": {"duration_s": 5, "renew_deadline_s": 10}}, "needs retry_period_s < renew_deadline_s < duration_s"),
+    ({"lease": {"namespace": "a/b"}}, "status.lease.namespace: String should match pattern"),
+    ({"interval_s": 0}, "status.interval_s"),
+    ({"event": {}}, "status.event: unknown key"),
+])
+def test_bad_status_keys_are_one_line_naming_the_key(status, message):
+    with pytest.raises(ConfigError) as err:
+        build_config({"clusters": [{"name": "aws"}], "status": status})
+    assert message in str(err.value)
+
+
+def test_status_defaults_write_with_a_lease_in_the_first_cluster():
+    status = build_config({"clusters": [{"name": "aws"}]}).status
+    assert status.write and status.lease.cluster is None and status.lease.name == "envoy-control-plane"
+    assert (status.lease.duration_s, status.lease.renew_deadline_s, status.lease.retry_period_s) == (15, 10, 2)

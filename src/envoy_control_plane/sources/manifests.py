@@ -11,6 +11,7 @@ import asyncio
 import codecs
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ def read_file(path: Path, cache: dict[Path, tuple[str, FileResult]] | None = Non
     is not parsed again: one pod edited among 10,000 costs reading the files, not parsing them all."""
     where = shown(path)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read for ever
+            return FileResult(errors=[f"{where}: not a regular file"], unreadable=True)
         data = path.read_bytes()
     except OSError as e:
         return FileResult(errors=[f"{where}: cannot read: {e.strerror or e}"], unreadable=True)

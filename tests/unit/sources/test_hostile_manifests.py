@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,13 @@ def test_a_file_that_is_not_yaml_text_is_reported(tmp_path: Path, data: bytes, m
     [problem] = source.status.problems
     assert problem.startswith(f"{tmp_path / 'bad.yaml'}: {message}"), problem
     assert validate([tmp_path]) == (1, [problem])
+
+
+def test_a_fifo_named_as_a_manifest_is_reported_not_read(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.yaml")  # reading it would block until a writer comes
+    write(tmp_path / "good.yaml", GOOD_POD)
+    assert validate([tmp_path]) == (1, [])  # below a directory, only regular files are manifests
+    assert validate([tmp_path / "pipe.yaml"]) == (0, [f"{tmp_path / 'pipe.yaml'}: not a regular file"])
 
 
 # ---- the watch never dies silently ---------------------------------------------------------------------------------

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 from bench.fanout import ROWS, compare, comparison_table
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _run(server: str, mode: str, p50: float, cpu: float) -> dict:
@@ -39,3 +49,24 @@ def test_medians_and_ratios_per_mode() -> None:
     assert text[0] == "| | ours sotw | peer sotw | ratio | ours delta | peer delta | ratio |"
     assert len(text) == 2 + len(ROWS)
     assert text[2].startswith("| pod change, event -> last ACK p50 | 50 ms | 34 ms | 1.47 | 60 ms | 30 ms | 2.0 |")
+
+
+PEER = Path(__file__).resolve().parents[4] / "shared" / "peers" / "go-control-plane" / "gocp"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not os.access(PEER, os.X_OK), reason="the go-control-plane peer binary is not here")
+def test_peer_understands_the_bench() -> None:
+    """The peer reads the bench's files and logs the lines it parses: every change converges on it too."""
+    command = [sys.executable, "-m", "bench.fanout", "-N", "3", "-P", "20", "--repeats", "1", "--mode", "sotw",
+               "--peer", str(PEER)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads(done.stdout)
+    assert [run["server"] for run in doc["runs"]] == ["ours", "peer"]
+    peer = doc["runs"][1]
+    assert peer["initial"]["control_plane_agrees"] and peer["pod_change"]["converged"] == 1
+    assert "event_to_ack_s" in peer["pod_change"]["samples"][0]  # its "Pod ... updated" line was found
+    assert peer["rollout"]["ok"] and peer["rollout"]["unaffected_messages"] == 0
+    rows = {row["row"]: row for row in doc["comparison"]["sotw"]}
+    assert rows["startup to ready"]["peer"] is not None and rows["startup to ready"]["ours"] is not None

@@ -45,7 +45,8 @@ class ControlPlane:
         )
         self.controller.on_problems = self._publish_listener_problems
         self.manifests = (
-            ManifestSource(config.manifests, self.world, delete_grace=config.manifest_delete_grace_s)
+            ManifestSource(config.manifests, self.world, delete_grace=config.manifest_delete_grace_s,
+                           annotation=config.cluster_name_annotation)
             if config.manifests
             else None
         )
@@ -55,7 +56,8 @@ class ControlPlane:
             from .sources.kubernetes import KubernetesSource, WatchSettings
 
             settings = watch_settings or WatchSettings()
-            self.clusters = [KubernetesSource(c, self.world, settings) for c in config.clusters]
+            self.clusters = [KubernetesSource(c, self.world, settings, annotation=config.cluster_name_annotation)
+                             for c in config.clusters]
             counts = WatchCounters(lambda: [(c.cluster.name, c.watch_counts()) for c in self.clusters])
             self.metrics.registry.register(counts)
         self.status_writer: StatusWriter | None = None
@@ -173,8 +175,7 @@ class ControlPlane:
             if self.manifests and name == self.manifests.status.name:
                 self.manifests.seed(items)
             elif name in clusters:
-                objects = [obj for obj in (item.parse() for item in items) if obj is not None]
-                clusters[name].seed(objects)
+                objects = clusters[name].seed([obj for obj in (item.parse() for item in items) if obj is not None])
                 self.world.replace(name, objects)
                 self._restored.add(name)
             else:

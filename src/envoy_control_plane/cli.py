@@ -15,6 +15,7 @@ import yaml
 from . import __version__, bootstrap, logs
 from .config import Config, ConfigError, build_config, load_config
 from .logs import LEVELS
+from .model import ANNOTATION_KEY, CLUSTER_NAME_ANNOTATION
 from .text import quote
 
 EXIT_USAGE = 2
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--admin-port", type=int, help="override admin.port")
     run.add_argument("--log-level", type=str.upper, choices=LEVELS, help="override log_level (any case)")
     run.add_argument("--log-format", choices=["text", "json"], help="override log_format")
+    run.add_argument("--cluster-name-annotation", metavar="KEY",
+                     help="override cluster_name_annotation (the pod annotation naming its Envoy cluster)")
     run.set_defaults(func=_run)
 
     boot = sub.add_parser("bootstrap", help="print an Envoy bootstrap pointing at this control plane")
@@ -63,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="check manifests and print every problem")
     val.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+    val.add_argument("--cluster-name-annotation", metavar="KEY", default=CLUSTER_NAME_ANNOTATION,
+                     help=f"the pod annotation naming its Envoy cluster (default {CLUSTER_NAME_ANNOTATION})")
     val.set_defaults(func=_validate)
     return parser
 
@@ -86,6 +91,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
         raw["log_level"] = args.log_level
     if args.log_format is not None:
         raw["log_format"] = args.log_format
+    if args.cluster_name_annotation is not None:
+        raw["cluster_name_annotation"] = args.cluster_name_annotation
     config = build_config(raw, source="command line")
     if not config.manifests and not config.clusters:
         raise ConfigError("nothing to serve: give --manifests PATH or a --config with manifests or clusters")
@@ -150,7 +157,10 @@ def _bootstrap(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from .sources.manifests import validate
 
-    found = validate(args.paths)
+    if not ANNOTATION_KEY.fullmatch(args.cluster_name_annotation):
+        return _fail(f"--cluster-name-annotation: not an annotation key (like example.com/name): "
+                     f"{quote(args.cluster_name_annotation)}")
+    found = validate(args.paths, args.cluster_name_annotation)
     for problem in found.problems:
         print(problem)
     for warning in found.warnings:

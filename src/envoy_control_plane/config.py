@@ -1,7 +1,7 @@
 """The control plane's configuration file (YAML or JSON), validated with pydantic.
 
 Two shapes load: the full mapping (`xds`, `admin`, `manifests`, `clusters`, ...) and the original project's
-`config.json`, a bare list of `{name, kubeconfig}` entries, which becomes the `clusters` list.
+`config.json`, a bare list of `{name, kubeconfig, listenersource}` entries, which becomes the `clusters` list.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import certs
 from .logs import LEVELS, LogFormat
+from .model import CLUSTER_NAME_ANNOTATION, ANNOTATION_KEY
 from .text import quote
 
 
@@ -140,6 +141,8 @@ class ClusterConfig(_Strict):
     namespace: str | None = None
     # A label selector (as kubectl -l takes it) narrowing the Secrets read from this cluster, like `mesh=true`.
     secret_selector: str | None = Field(default=None, min_length=1, max_length=1024)
+    # The original's key: false watches only this cluster's pods (endpoints), not its listeners (nor Secrets).
+    listenersource: bool = Field(default=True, strict=True)
 
     @field_validator("kubeconfig")
     @classmethod
@@ -201,6 +204,15 @@ class Config(_Strict):
     log_level: str = "INFO"  # our own loggers
     library_log_level: str = "WARNING"  # grpc, asyncio, aiohttp, watchfiles, kubernetes_asyncio
     log_format: LogFormat = "text"
+    # The pod annotation naming a pod's Envoy cluster (the original's -cluster-name-annotation), in every source.
+    cluster_name_annotation: str = CLUSTER_NAME_ANNOTATION
+
+    @field_validator("cluster_name_annotation")
+    @classmethod
+    def _annotation_key(cls, key: str) -> str:
+        if len(key) > 317 or not ANNOTATION_KEY.fullmatch(key):
+            raise ValueError(f"not an annotation key (like example.com/name): {quote(key)}")
+        return key
 
     @field_validator("log_level", "library_log_level")
     @classmethod
@@ -257,10 +269,18 @@ def load_config(path: Path) -> Config:
     if raw is None:
         raw = {}
     if isinstance(raw, list):  # the original project's config.json
-        raw = {"clusters": raw}
+        raw = {"clusters": _original_clusters(raw)}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping or a list of clusters")
     return build_config(_resolve_paths(raw, path.parent), source=str(path))
+
+
+def _original_clusters(entries: list[Any]) -> list[Any]:
+    """The original's list as `clusters`. Before it had `listenersource`, every cluster was a listener source; once it
+    had it, a missing one was false (Go's zero value): so when any entry says it, the others are pods only."""
+    if not any(isinstance(e, dict) and "listenersource" in e for e in entries):
+        return entries
+    return [{"listenersource": False, **e} if isinstance(e, dict) else e for e in entries]
 
 
 def build_config(raw: dict[str, Any], source: str = "config") -> Config:

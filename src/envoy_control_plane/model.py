@@ -35,7 +35,11 @@ from . import certs
 from .duration import format_duration, parse_duration
 from .text import quote
 
-CLUSTER_NAME_ANNOTATION = "cluster-name.envoy.uw.io"
+CLUSTER_NAME_ANNOTATION = "cluster-name.envoy.uw.io"  # the default; config key cluster_name_annotation
+# An annotation key as the API server takes it: an optional DNS-subdomain prefix and "/", then a name of 1-63 characters.
+ANNOTATION_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
 INGRESS_GROUP = "ingresslistener.envoy.uw.systems"
 EGRESS_GROUP = "egresslistener.envoy.uw.systems"
 CRD_VERSION = "v1alpha1"
@@ -312,8 +316,12 @@ Listener = IngressListener | EgressListener
 KubeObject = Pod | IngressListener | EgressListener | Secret
 
 
-def parse_object(doc: Any, default_namespace: str = "default") -> KubeObject | None:
-    """Parse one Kubernetes-style object. Returns None for kinds we do not use; raises ObjectError when it is bad."""
+def parse_object(
+    doc: Any, default_namespace: str = "default", *, cluster_name_annotation: str = CLUSTER_NAME_ANNOTATION
+) -> KubeObject | None:
+    """Parse one Kubernetes-style object. Returns None for kinds we do not use; raises ObjectError when it is bad.
+
+    A pod's Envoy cluster is the value of its `cluster_name_annotation`."""
     if not isinstance(doc, dict):
         raise UnnamedError("document", "", f"expected a mapping, got {type(doc).__name__}")
     kind = doc.get("kind")
@@ -325,7 +333,7 @@ def parse_object(doc: Any, default_namespace: str = "default") -> KubeObject | N
     if api_version != API_VERSIONS[kind]:
         raise ObjectError(str(ref), "apiVersion", f"expected {API_VERSIONS[kind]!r}, got {quote(api_version)}")
     if kind == "Pod":
-        return _parse_pod(ref, meta, _mapping(str(ref), "status", doc.get("status")))
+        return _parse_pod(ref, meta, _mapping(str(ref), "status", doc.get("status")), cluster_name_annotation)
     if kind == "Secret":
         return _parse_secret(ref, doc)
     spec = doc.get("spec")
@@ -476,11 +484,11 @@ def _parse_secret(ref: ObjectRef, doc: dict[str, Any]) -> Secret | None:
     return Secret(ref, secret_type, cert, key, ca, tuple(sorted(problems.items())))
 
 
-def _parse_pod(ref: ObjectRef, meta: dict[str, Any], status: dict[str, Any]) -> Pod:
+def _parse_pod(ref: ObjectRef, meta: dict[str, Any], status: dict[str, Any], annotation: str) -> Pod:
     annotations = _mapping(str(ref), "metadata.annotations", meta.get("annotations"))
-    cluster_name = annotations.get(CLUSTER_NAME_ANNOTATION)
+    cluster_name = annotations.get(annotation)
     if cluster_name is not None and not isinstance(cluster_name, str):
-        raise ObjectError(str(ref), f"metadata.annotations.{CLUSTER_NAME_ANNOTATION}",
+        raise ObjectError(str(ref), f"metadata.annotations.{annotation}",
                           f"must be a string, got {quote(cluster_name)}")
     return Pod(
         ref=ref,

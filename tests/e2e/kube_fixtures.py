@@ -80,10 +80,14 @@ async def fake_clusters(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
 async def start_kube_plane() -> AsyncIterator[Callable[..., Awaitable[InProcessPlane]]]:
     planes: list[ControlPlane] = []
 
-    async def start(*clusters: KubeCluster, settings: WatchSettings = FAST, **overrides: Any) -> InProcessPlane:
+    async def start(
+        *clusters: KubeCluster | dict[str, Any], settings: WatchSettings = FAST, **overrides: Any
+    ) -> InProcessPlane:
+        """Each cluster is a KubeCluster, or its `clusters` entry (KubeCluster.config() with more keys)."""
         # The status writer stays off unless a test asks for it: it writes to the fake servers and keeps a lease.
         overrides.setdefault("status", {"write": False})
-        config = loopback_config(clusters=[c.config() for c in clusters], **overrides)
+        entries = [c if isinstance(c, dict) else c.config() for c in clusters]
+        config = loopback_config(clusters=entries, **overrides)
         control_plane = ControlPlane(config, settings)
         planes.append(control_plane)
         await control_plane.start()

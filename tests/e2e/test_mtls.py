@@ -189,6 +189,8 @@ async def test_a_missing_or_broken_secret_holds_its_listener_back_and_a_served_o
     # Fixed: the listener is served. Then broken again, then deleted: the last good version stays in force.
     manifests.write("mesh.yaml", pod("server-pod", SERVER_IP, "servers"), secure_in, tls_secret("server-tls", mesh.server, mesh.ca))
     await wait_until(lambda: _reply_tls(listen, mesh), what="the listener served once its Secret is good")
+    assert f"SDS secret manifests/default/server-tls in force: subject CN=server, SANs [{SERVER_SAN}, server.default]" \
+        in caplog.text  # what is served, by name, subject and SANs (never the key)
     manifests.write("mesh.yaml", pod("server-pod", SERVER_IP, "servers"), secure_in, tls_secret("server-tls", broken, mesh.ca))
     await wait_until(lambda: _problem(plane, "last good version stays in force"), what="the kept version reported")
     manifests.write("mesh.yaml", pod("server-pod", SERVER_IP, "servers"), secure_in)
@@ -298,3 +300,44 @@ async def test_secrets_from_kubernetes_are_looked_up_in_the_listeners_own_cluste
 async def _served(port: int, client: ssl.SSLContext) -> tuple[str | None, int | None] | None:
     result = await tls_talk(port, client)
     return result if result[0] else None
+
+
+async def test_grpc_stays_http2_end_to_end_through_an_http_hop(manifests, start_plane, start_envoy):
+    """gRPC (HTTP/2 only: an HTTP/1.1 hop anywhere would fail it) through the egress, the mTLS hop and the ingress;
+    and straight to the ingress over TLS, which a gRPC client accepts only with ALPN h2."""
+    import grpc
+
+    mesh = Mesh()
+
+    async def say(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return b"app " + request
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("test.Echo", {"Say": grpc.unary_unary_rpc_method_handler(say)})]
+    )
+    app_port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    listen, egress_port = free_port(SERVER_IP), free_port()
+    manifests.write("mesh.yaml", *mtls_manifests(mesh, listen, app_port, egress_port, layer="http"))
+    plane = await start_plane(ingress_address=SERVER_IP, xds=SECRETS_ON)
+    envoy = await start_envoy("server-node", plane.xds_port)
+    await start_envoy("client-node", plane.xds_port)
+    credentials = grpc.ssl_channel_credentials(mesh.ca.cert, mesh.client.key, mesh.client.cert)
+    direct_options = [("grpc.ssl_target_name_override", "server.default")]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{egress_port}") as plain, grpc.aio.secure_channel(
+            f"{SERVER_IP}:{listen}", credentials, options=direct_options
+        ) as direct:
+
+            async def call(channel: grpc.aio.Channel) -> bytes | None:
+                try:
+                    return await channel.unary_unary("/test.Echo/Say")(b"hi", timeout=3)
+                except grpc.aio.AioRpcError:
+                    return None
+
+            assert await wait_until(lambda: call(plain), what="gRPC through both Envoys") == b"app hi"
+            assert await call(direct) == b"app hi"
+            assert await envoy.stat("http.http.downstream_cx_http2_total") >= 2
+    finally:
+        await server.stop(None)

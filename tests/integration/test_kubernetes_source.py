@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from envoy_control_plane.config import ClusterConfig
-from envoy_control_plane.model import ObjectRef
+from envoy_control_plane.model import ObjectRef, parse_object
 from envoy_control_plane.sources.kubernetes import KubernetesSource, WatchSettings
 from envoy_control_plane.state import World
 from tests.fakekube import FakeKube
@@ -306,3 +306,28 @@ async def test_a_role_without_secrets_holds_back_nothing_else(kube: FakeKube, tm
         assert cluster.source.status.up and cluster.reflector("Secret")["absent"]
         kube.set_forbidden("Secret", False)
         await eventually(lambda: "ca" in cluster.refs("Secret"), "the Secrets once the role allows them")
+
+
+async def test_a_pods_only_cluster_drops_saved_listeners_and_never_asks_for_them(tmp_path: Path) -> None:
+    """A cluster turned into `listenersource: false` since the state file was written: its saved listeners are not
+    served (no reflector would ever remove them), its saved pods are, until its list replaces them."""
+    async with FakeKube() as kube:
+        kube.upsert(pod("a", "10.0.0.1"))
+        kube.upsert(egress("e"))
+        config = ClusterConfig(name="east", kubeconfig=kube.write_kubeconfig(tmp_path / "east.kubeconfig"),
+                               listenersource=False)
+        world = World()
+        source = KubernetesSource(config, world, FAST)
+        saved = [parse_object(pod("old", "10.0.0.9")), parse_object(egress("saved"))]
+        kept = source.seed(saved)
+        assert [obj.ref.name for obj in kept] == ["old"]
+        task = asyncio.create_task(source.run())
+        try:
+            await eventually(lambda: source.status.synced, "the pods listed")
+            assert {ref.name for (_, ref) in world.objects()} == {"a"}
+            assert set(source.status.detail["kinds"]) == {"Pod"}  # type: ignore[arg-type]
+            assert not [p for _, p in kube.requests if "listeners" in p or "secrets" in p]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -102,6 +102,84 @@ def test_bad_xds_tls_is_one_line_naming_the_key(tls_files, tls, message):
     assert "PRIVATE KEY" not in text and "BEGIN" not in text
 
 
+def test_the_originals_config_example_json_loads_as_it_is(tmp_path):
+    """The original's config.example.json: `listenersource` true for the cluster whose listeners are watched."""
+    for name in ("aws", "gcp"):
+        (tmp_path / f"{name}-kubeconf").write_text("apiVersion: v1\nkind: Config\n")
+    path = tmp_path / "config.json"
+    path.write_text(
+        '[\n  {\n    "name": "aws",\n    "kubeconfig": "aws-kubeconf",\n    "listenersource": true\n  },\n'
+        '  {\n    "name": "gcp",\n    "kubeconfig": "gcp-kubeconf",\n    "listenersource": false\n  }\n]\n'
+    )
+    config = load_config(path)
+    assert [(c.name, c.listenersource) for c in config.clusters] == [("aws", True), ("gcp", False)]
+    assert config.cluster_name_annotation == "cluster-name.envoy.uw.io"
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        # Before the original had the key, every cluster's listeners were watched: such lists keep working.
+        ([{"name": "a"}, {"name": "b"}], [True, True]),
+        # Once it had it, a missing key was false (Go's zero value).
+        ([{"name": "a", "listenersource": True}, {"name": "b"}], [True, False]),
+        ([{"name": "a", "listenersource": False}, {"name": "b"}], [False, False]),
+    ],
+)
+def test_listenersource_default_in_the_original_list(tmp_path, entries, expected):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(entries))
+    assert [c.listenersource for c in load_config(path).clusters] == expected
+
+
+def test_listenersource_in_the_mapping_defaults_to_true_and_is_a_real_boolean(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("clusters: [{name: a}, {name: b, listenersource: false}]\n")
+    assert [c.listenersource for c in load_config(path).clusters] == [True, False]
+    path.write_text('clusters: [{name: a, listenersource: "false"}]\n')
+    with pytest.raises(ConfigError, match=r"clusters\.0\.listenersource: Input should be a valid boolean"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("key", ["cluster-name.envoy.uw.io", "mesh.example.com/envoy-cluster", "app", "a/B_c.d-e"])
+def test_cluster_name_annotation_takes_annotation_keys(tmp_path, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"cluster_name_annotation: {key}\nclusters: [{{name: a}}]\n")
+    assert load_config(path).cluster_name_annotation == key
+
+
+@pytest.mark.parametrize("key", ["", "has space", "UPPER.example.com/x", "a/b/c", "-x", "x" * 64, "example.com/"])
+def test_cluster_name_annotation_refuses_what_is_no_annotation_key(tmp_path, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"cluster_name_annotation: {json.dumps(key)}\n")
+    with pytest.raises(ConfigError, match="cluster_name_annotation"):
+        load_config(path)
+
+
+def test_cluster_name_annotation_flag_overrides_the_file(tmp_path, capsys):
+    from envoy_control_plane import cli
+
+    path = tmp_path / "c.yaml"
+    path.write_text("cluster_name_annotation: a.example.com/x\nclusters: [{name: a}]\n")
+    args = cli._parser().parse_args(["run", "--config", str(path), "--cluster-name-annotation", "b.example.com/y"])
+    assert cli.resolve_config(args).cluster_name_annotation == "b.example.com/y"
+    args = cli._parser().parse_args(["run", "--config", str(path), "--cluster-name-annotation", "not a key"])
+    with pytest.raises(ConfigError, match="command line: cluster_name_annotation: not an annotation key"):
+        cli.resolve_config(args)
+
+
+def test_validate_reads_pods_by_the_annotation_given(tmp_path, capsys):
+    from envoy_control_plane import cli
+
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {example.com/c: 7}}\n"
+    )
+    assert cli.main(["validate", str(tmp_path)]) == 0  # another annotation: not ours to check
+    assert cli.main(["validate", "--cluster-name-annotation", "example.com/c", str(tmp_path)]) == 1
+    assert "metadata.annotations.example.com/c: must be a string" in capsys.readouterr().out
+    assert cli.main(["validate", "--cluster-name-annotation", "no key", str(tmp_path)]) == 2
+
+
 @pytest.mark.parametrize(("status", "message"), [
     ({"lease": {"cluster": "gcp"}}, "status.lease.cluster 'gcp' is not a configured cluster"),
     ({"lease": {"duration_s": 5, "renew_deadline_s": 10}}, "needs retry_period_s < renew_deadline_s < duration_s"),

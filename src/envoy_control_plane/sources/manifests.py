@@ -24,6 +24,7 @@ import yaml
 
 from ..config import MANIFEST_SOURCE
 from ..model import (
+    CLUSTER_NAME_ANNOTATION,
     KINDS,
     EgressListener,
     IngressListener,
@@ -85,9 +86,12 @@ _BOMS = (
 )
 
 
-def read_file(path: Path, cache: dict[Path, tuple[str, FileResult]] | None = None) -> FileResult:
+def read_file(
+    path: Path, cache: dict[Path, tuple[str, FileResult]] | None = None, *, annotation: str = CLUSTER_NAME_ANNOTATION
+) -> FileResult:
     """Read and parse one file. With `cache` (each file's last text and result), a file whose text did not change
-    is not parsed again: one pod edited among 10,000 costs reading the files, not parsing them all."""
+    is not parsed again: one pod edited among 10,000 costs reading the files, not parsing them all. `annotation`
+    names a pod's Envoy cluster (one cache serves one annotation)."""
     where = shown(path)
     try:
         if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read for ever
@@ -101,10 +105,10 @@ def read_file(path: Path, cache: dict[Path, tuple[str, FileResult]] | None = Non
         return FileResult(errors=[f"{where}: not text: {e.reason} at byte {e.start} (expected UTF-8, or UTF-16/32 "
                                   "with a byte order mark)"], unreadable=True)
     if cache is None:
-        return parse_text(path, text)
+        return parse_text(path, text, annotation=annotation)
     cached = cache.get(path)
     if cached is None or cached[0] != text:
-        cached = cache[path] = (text, parse_text(path, text))
+        cached = cache[path] = (text, parse_text(path, text, annotation=annotation))
     return cached[1]
 
 
@@ -121,7 +125,7 @@ def decode(data: bytes) -> str:
     return data.decode("utf-8")
 
 
-def parse_text(path: Path, text: str) -> FileResult:
+def parse_text(path: Path, text: str, *, annotation: str = CLUSTER_NAME_ANNOTATION) -> FileResult:
     """The objects (and problems) of one file's text; `path` only names the file in messages.
 
     Nothing raises out of here: a document that breaks in an unforeseen way is a problem naming the file and the
@@ -136,7 +140,7 @@ def parse_text(path: Path, text: str) -> FileResult:
                 result.unreadable = True  # which objects it held is unknown: they keep their last good versions
                 continue
             for item in _expand_lists(doc):
-                _add_object(result, where, number, item)
+                _add_object(result, where, number, item, annotation)
     except yaml.YAMLError as e:
         return FileResult(errors=[f"{where}: not valid YAML: {clip(str(e), 500)}"], unreadable=True)
     except Exception as e:  # a value the YAML constructor chokes on (a timestamp with month 13), or a bug
@@ -145,9 +149,9 @@ def parse_text(path: Path, text: str) -> FileResult:
     return result
 
 
-def _add_object(result: FileResult, where: str, number: int, doc: Any) -> None:
+def _add_object(result: FileResult, where: str, number: int, doc: Any, annotation: str) -> None:
     try:
-        obj = parse_object(doc)
+        obj = parse_object(doc, cluster_name_annotation=annotation)
     except UnnamedError as e:
         result.errors.append(f"{where}: document {number}: {e}")
         result.unreadable = True  # which object it is, is unknown: every earlier object of the file stays
@@ -255,7 +259,7 @@ class Validation:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def validate(paths: Iterable[Path]) -> Validation:
+def validate(paths: Iterable[Path], annotation: str = CLUSTER_NAME_ANNOTATION) -> Validation:
     """Check manifests without running anything, as `run` would see them together."""
     count, problems = 0, []
     skipped: dict[str, int] = {}
@@ -271,7 +275,7 @@ def validate(paths: Iterable[Path]) -> Validation:
     seen: dict[ObjectRef, Path] = {}
     objects: dict[ObjectRef, KubeObject] = {}
     for path in files:
-        result = read_file(path)
+        result = read_file(path, annotation=annotation)
         problems += result.errors
         for kind in result.skipped:
             skipped[kind] = skipped.get(kind, 0) + 1
@@ -354,8 +358,11 @@ class ManifestSource:
         name: str = MANIFEST_SOURCE,
         delete_grace: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        annotation: str = CLUSTER_NAME_ANNOTATION,
     ) -> None:
+        """`annotation`: the pod annotation naming a pod's Envoy cluster."""
         self.paths = paths
+        self.annotation = annotation
         self.world = world
         self.delete_grace = delete_grace
         self.status = SourceStatus(name=name, kind="manifests", detail={"paths": [str(p) for p in paths]})
@@ -412,7 +419,7 @@ class ManifestSource:
     def _parse_ahead(self, paths: Iterable[Path] | None) -> None:
         """Fill the parse cache for these files (None: all), so that reading them again on the loop costs no parse."""
         for path in manifest_files(self._roots) if paths is None else paths:
-            read_file(path, self._parsed)
+            read_file(path, self._parsed, annotation=self.annotation)
 
     def apply_changes(self, changed: Iterable[Path]) -> None:
         """Re-read the files these changed paths (absolute, as the watcher reports them) touch, and hand the World
@@ -519,7 +526,7 @@ class ManifestSource:
     def _read(self, path: Path) -> set[ObjectRef]:
         """Read one file again; the objects whose version from this file changed."""
         self._vanished.pop(path, None)
-        result = read_file(path, self._parsed)
+        result = read_file(path, self._parsed, annotation=self.annotation)
         before = self._files.get(path)
         previous = before.objects if before else self._seeded_objects(path)
         if result.unreadable:

@@ -91,6 +91,7 @@ class StatusWriter:
     ) -> None:
         """`namespace` is where the lease lives (config.status.lease.namespace, resolved by the caller)."""
         self._clusters = {c.name: c for c in clusters}
+        self._listener_sources = [c.name for c in clusters if c.listenersource]  # the others have no listeners to read
         self._statuses = statuses
         self.config = config
         self.identity = identity
@@ -142,7 +143,7 @@ class StatusWriter:
             if status.source in self._clusters:
                 by_cluster.setdefault(status.source, []).append(status)
         loop = asyncio.get_running_loop()
-        for name in self._clusters:
+        for name in self._listener_sources:
             if loop.time() < self._retry_at.get(name, 0.0):
                 continue  # failed lately: wait out the backoff
             try:

@@ -12,18 +12,21 @@ problem is still reported.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import Enum
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
+from .. import certs
 from ..model import Secret
 from ..state import SourceRef, World
 from ..xds.resource import Resource
 from ..xds.types import SECRET
 from .common import memo_latest
 
+log = logging.getLogger(__name__)
 
 class Use(Enum):
     CERTIFICATE = "certificate"  # tls.crt and tls.key: what Envoy presents
@@ -97,6 +100,9 @@ class ServedSecrets:
         else:
             problem = use_problem(current, use)
             if problem is None:
+                if self._good.get((key, use)) != current:
+                    pem = current.cert if use is Use.CERTIFICATE else current.ca
+                    log.info("SDS secret %s in force: %s", name, certs.describe(pem))
                 self._good[(key, use)] = current
                 return Resolved(secret_resource(name, use, current))
             problem, reason = f"{key[1]} (source {key[0]}): {problem}", "SecretInvalid"

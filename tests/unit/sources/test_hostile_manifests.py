@@ -218,14 +218,16 @@ def test_a_file_that_is_not_yaml_text_is_reported(tmp_path: Path, data: bytes, m
     assert world.endpoints("web") == ("10.0.0.9",)
     [problem] = source.status.problems
     assert problem.startswith(f"{tmp_path / 'bad.yaml'}: {message}"), problem
-    assert validate([tmp_path]) == (1, [problem])
+    found = validate([tmp_path])
+    assert (found.count, found.problems) == (1, [problem])
 
 
 def test_a_fifo_named_as_a_manifest_is_reported_not_read(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.yaml")  # reading it would block until a writer comes
     write(tmp_path / "good.yaml", GOOD_POD)
-    assert validate([tmp_path]) == (1, [])  # below a directory, only regular files are manifests
-    assert validate([tmp_path / "pipe.yaml"]) == (0, [f"{tmp_path / 'pipe.yaml'}: not a regular file"])
+    assert validate([tmp_path]).problems == [] and validate([tmp_path]).count == 1  # below a directory, only regular files are manifests
+    found = validate([tmp_path / "pipe.yaml"])
+    assert (found.count, found.problems) == (0, [f"{tmp_path / 'pipe.yaml'}: not a regular file"])
 
 
 # ---- the watch never dies silently ---------------------------------------------------------------------------------
@@ -264,11 +266,11 @@ async def test_a_failing_watch_is_logged_marked_down_and_restarted(tmp_path: Pat
     await source.reload()
     real, failures = manifests.read_file, []
 
-    def failing_once(path: Path, cache: Any = None) -> manifests.FileResult:
+    def failing_once(path: Path, cache: Any = None, **kw: Any) -> manifests.FileResult:
         if not failures:
             failures.append(path)
             raise RuntimeError("disk on fire")
-        return real(path, cache)
+        return real(path, cache, **kw)
 
     task = asyncio.create_task(source.watch())
     try:
@@ -292,10 +294,10 @@ async def test_files_are_parsed_off_the_event_loop(tmp_path: Path, monkeypatch) 
     release, parsing = threading.Event(), threading.Event()
     real = manifests.parse_text
 
-    def slow(path: Path, text: str) -> manifests.FileResult:
+    def slow(path: Path, text: str, **kw: Any) -> manifests.FileResult:
         parsing.set()
         release.wait(5)
-        return real(path, text)
+        return real(path, text, **kw)
 
     monkeypatch.setattr(manifests, "parse_text", slow)
     world = World()

@@ -68,7 +68,7 @@ def test_editing_one_file_among_many_touches_only_its_changed_objects(tmp_path, 
     source, world, _ = source_over(tmp_path)
     read: list[str] = []
     real = manifests.read_file
-    monkeypatch.setattr(manifests, "read_file", lambda path, cache=None: read.append(path.name) or real(path, cache))
+    monkeypatch.setattr(manifests, "read_file", lambda path, cache=None, **kw: read.append(path.name) or real(path, cache, **kw))
 
     edited = write(tmp_path / "pods-7.yaml", pod_doc("p7a", "web", "10.0.7.1"), pod_doc("p7b", "web", "10.0.7.9"))
     source.apply_changes([edited])

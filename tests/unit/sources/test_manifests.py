@@ -77,7 +77,7 @@ def test_only_changed_files_are_parsed_again(tmp_path, monkeypatch):
     write(tmp_path / "b.yaml", pod_doc("p2", "web", "10.0.0.2"))
     parsed: list[str] = []
     real = manifests.parse_text
-    monkeypatch.setattr(manifests, "parse_text", lambda path, text: parsed.append(path.name) or real(path, text))
+    monkeypatch.setattr(manifests, "parse_text", lambda path, text, **kw: parsed.append(path.name) or real(path, text, **kw))
     world = World()
     source = ManifestSource([tmp_path], world)
     source.load()

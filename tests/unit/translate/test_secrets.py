@@ -198,3 +198,31 @@ def test_a_secret_change_dirties_only_the_nodes_that_name_it():
     assert world.take_dirty()[0] == {"a"}
     world.upsert("other-source", GOOD)  # the same name in another source is another Secret
     assert world.take_dirty()[0] == set()
+
+
+def test_a_node_asking_for_another_nodes_secret_gets_nothing_over_sotw_or_delta():
+    from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
+
+    from envoy_control_plane.metrics import Metrics
+    from envoy_control_plane.xds.cache import Snapshot, SnapshotCache
+    from envoy_control_plane.xds.delta import DeltaStream
+    from envoy_control_plane.xds.sotw import SotwStream
+    from envoy_control_plane.xds.streams import StreamRegistry
+
+    other = dataclasses.replace(GOOD, ref=dataclasses.replace(GOOD.ref, name="other"))
+    world = world_with(GOOD, other, SECURE_IN, ingress("in-b", "b", 8443, 8081, spec_extra={"tls": {"secret": "other"}}))
+    cache, secrets, metrics = SnapshotCache(), ServedSecrets(), Metrics()
+    for node in ("a", "b"):
+        cache.set(node, Snapshot.build(build_node(world, node, Addresses(), secrets, serve_secrets=True).resources))
+    wanted = ["s/default/other", "s/default/other/ca.crt", "s/default/tls"]
+    sotw = SotwStream(cache, metrics, StreamRegistry().open("sotw", "test"))
+    request = DiscoveryRequest(type_url=SECRET, resource_names=wanted)
+    request.node.id = "a"
+    [response] = sotw.receive(request)
+    assert [r.value for r in response.resources] == [cache.get("a").of_type(SECRET)["s/default/tls"].body]
+    delta = DeltaStream(cache, metrics, StreamRegistry().open("delta", "test"))
+    delta_request = DeltaDiscoveryRequest(type_url=SECRET, resource_names_subscribe=wanted)
+    delta_request.node.id = "a"
+    [delta_response] = delta.receive(delta_request)
+    assert [r.name for r in delta_response.resources] == ["s/default/tls"]
+    assert sorted(delta_response.removed_resources) == ["s/default/other", "s/default/other/ca.crt"]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ...model import API_VERSIONS, KubeObject, ObjectError, ObjectRef, UnnamedError, identify, parse_object
+from ...model import API_VERSIONS, CLUSTER_NAME_ANNOTATION, KubeObject, ObjectError, ObjectRef, UnnamedError, identify, parse_object
 from ...state import World
 from ...text import clip, quote
 from ..status import InvalidObject
@@ -85,8 +85,11 @@ class Reflector:
         on_change: Callable[[], None],
         rng: random.Random | None = None,
         label_selector: str = "",
+        annotation: str = CLUSTER_NAME_ANNOTATION,
     ) -> None:
+        """`annotation`: the pod annotation naming a pod's Envoy cluster."""
         self.client = client
+        self.annotation = annotation
         self.resource = resource
         self.label_selector = label_selector
         self.world = world
@@ -244,7 +247,7 @@ class Reflector:
         if isinstance(doc, dict):
             doc = {"kind": kind, "apiVersion": self.resource.api_version, **doc}  # lists may omit them
         try:
-            obj = parse_object(doc)
+            obj = parse_object(doc, cluster_name_annotation=self.annotation)
             if obj is not None and obj.ref.kind != kind:
                 raise ObjectError(str(obj.ref), "kind", f"sent as a {kind}")
             return identify(kind, doc), obj, None

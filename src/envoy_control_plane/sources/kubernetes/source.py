@@ -7,7 +7,7 @@ import logging
 import random
 
 from ...config import ClusterConfig
-from ...model import LISTENER_KINDS, KubeObject, ObjectRef
+from ...model import CLUSTER_NAME_ANNOTATION, LISTENER_KINDS, KubeObject, ObjectRef
 from ...state import World
 from ...text import clip, redact_url
 from ..status import SourceStatus
@@ -25,6 +25,7 @@ class KubernetesSource:
 
     `status` says whether the cluster answers (`up`), whether every kind was listed once (`synced`) and whether
     objects are being served from before an outage (`stale`); /debug/sources shows it with per-kind detail.
+    A cluster that is no `listenersource` gives only its pods: its listeners and Secrets are never requested.
     """
 
     def __init__(
@@ -33,8 +34,12 @@ class KubernetesSource:
         world: World,
         settings: WatchSettings = DEFAULT_SETTINGS,
         rng: random.Random | None = None,
+        annotation: str = CLUSTER_NAME_ANNOTATION,
     ) -> None:
+        """`annotation`: the pod annotation naming a pod's Envoy cluster."""
         self.cluster = cluster
+        self.annotation = annotation
+        self.resources = [r for r in RESOURCES if cluster.listenersource or r.kind == "Pod"]
         self.world = world
         self.settings = settings
         self.status = SourceStatus(name=cluster.name, kind="kubernetes", detail=self._detail(None, []))
@@ -42,11 +47,15 @@ class KubernetesSource:
         self._reflectors: list[Reflector] = []
         self._seeded: dict[ObjectRef, KubeObject] = {}
 
-    def seed(self, objects: list[KubeObject]) -> None:
+    def seed(self, objects: list[KubeObject]) -> list[KubeObject]:
         """The objects this cluster gave before a restart (the state file): each reflector starts knowing them, so
-        an object invalid now keeps its saved version, and the World serves them until the cluster is listed."""
-        self._seeded = {obj.ref: obj for obj in objects}
-        self.status.stale = bool(objects)
+        an object invalid now keeps its saved version, and the World serves them until the cluster is listed.
+        Returns those of the kinds watched now (the others have no reflector to ever remove them)."""
+        kinds = {r.kind for r in self.resources}
+        kept = [obj for obj in objects if obj.ref.kind in kinds]
+        self._seeded = {obj.ref: obj for obj in kept}
+        self.status.stale = bool(kept)
+        return kept
 
     def watch_counts(self) -> dict[str, tuple[int, int]]:
         """Per kind: (relists, watch requests answered) since start, for the Kubernetes metrics."""
@@ -59,8 +68,9 @@ class KubernetesSource:
             self._reflectors = [
                 Reflector(client, resource, self.world, self.cluster.name, self.cluster.namespace, self.settings,
                           lambda: self._refresh(client), self._rng,
-                          label_selector=(self.cluster.secret_selector or "") if resource.kind == "Secret" else "")
-                for resource in RESOURCES
+                          label_selector=(self.cluster.secret_selector or "") if resource.kind == "Secret" else "",
+                          annotation=self.annotation)
+                for resource in self.resources
             ]
             for reflector in self._reflectors:
                 kind = reflector.resource.kind

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 import urllib.request
@@ -95,11 +96,14 @@ async def show_traffic() -> None:
             f" 'clients'): {verdict}")
 
 
-async def exchange(address: tuple[str, int], source: str | None = None) -> str | None:
-    """Connect, say hello, return who answered; None when the connection is refused or closed unanswered."""
+async def exchange(
+    address: tuple[str, int], source: str | None = None, ssl_context: ssl.SSLContext | None = None
+) -> str | None:
+    """Connect (over TLS with `ssl_context`), say hello, return who answered; None when the connection is refused,
+    the handshake fails (ssl.SSLError is an OSError) or it is closed unanswered."""
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(*address, local_addr=(source, 0) if source else None), 2
+            asyncio.open_connection(*address, local_addr=(source, 0) if source else None, ssl=ssl_context), 2
         )
     except (OSError, TimeoutError):
         return None

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
 from .resource import Resource, version_of
 from ..text import clip
@@ -36,6 +36,7 @@ from .stream import MAX_NAMES, ProtocolError, Stream
 from .streams import TypeStatus
 from .ordering import may_send, push_order
 from .types import CLUSTER, ENDPOINT, LISTENER, WILDCARD_TYPES, label, short
+from .wire import sotw_response
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,9 @@ class _TypeState:
     unknown: bool = False
 
 
-class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
+class SotwStream(Stream[DiscoveryRequest, bytes, _TypeState]):
+    """Responses are serialised `DiscoveryResponse`s (wire.py)."""
+
     mode = "sotw"
 
     def _new_state(self) -> _TypeState:
@@ -141,7 +144,7 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
 
     # ---- responses -----------------------------------------------------------------------------------------------
 
-    def _responses(self) -> Iterator[DiscoveryResponse]:
+    def _responses(self) -> Iterator[bytes]:
         unanswered: list[str] = []
         for type_url in push_order(self._types):
             state = self._types.get(type_url)
@@ -194,7 +197,7 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
 
     def _response(
         self, type_url: str, state: _TypeState, version: str, resources: list[Resource]
-    ) -> DiscoveryResponse:
+    ) -> bytes:
         nonce = self._next_nonce()
         state.pending, state.force, state.known_version = True, False, version
         self._awaiting(type_url)
@@ -205,7 +208,7 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
         size = sum(len(r.body) for r in resources)
         self._metrics.responses.labels(label(type_url)).inc()
         self._metrics.response_bytes.labels(label(type_url)).inc(size)
-        log.info(
+        log.debug(
             "node %s: sent %s version %s (%d resources, %d bytes)",
             self._node,
             short(type_url),
@@ -213,6 +216,4 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
             len(resources),
             size,
         )
-        return DiscoveryResponse(
-            version_info=version, resources=[r.to_any() for r in resources], type_url=type_url, nonce=nonce
-        )
+        return sotw_response(version, type_url, nonce, resources)

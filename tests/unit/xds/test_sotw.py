@@ -77,14 +77,14 @@ class Client:
         self.send(response.type_url, names, response.version_info, response.nonce)
 
     async def recv(self) -> DiscoveryResponse:
-        return await asyncio.wait_for(anext(self.responses), 2)
+        return DiscoveryResponse.FromString(await asyncio.wait_for(anext(self.responses), 2))
 
     async def silent(self) -> None:
         """Nothing arrives for a short while."""
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._pending()), 0.2)
 
-    async def _pending(self) -> DiscoveryResponse:
+    async def _pending(self) -> bytes:
         if not hasattr(self, "_next"):
             self._next = asyncio.ensure_future(anext(self.responses))
         return await self._next
@@ -92,7 +92,7 @@ class Client:
     async def recv_after_silent(self) -> DiscoveryResponse:
         response = await asyncio.wait_for(self._pending(), 2)
         del self._next
-        return response
+        return DiscoveryResponse.FromString(response)
 
     async def close(self) -> None:
         self.requests.put_nowait(None)

@@ -18,8 +18,9 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# Flags for the demo in ARGS: `make demo ARGS="--ports 18000"` (see `python -m demo --help`).
 demo: $(VENV)/.demo
-	$(BIN)/python -m demo
+	$(BIN)/python -m demo $(ARGS)
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest

@@ -47,7 +47,7 @@ from typing import Any
 from . import procs
 from .procs import Clock, LogLine, LogTail
 from .runners import ControlPlane, Fleet, PeerControlPlane
-from .topology import Expected, Topology
+from .topology import Expected, Pod, Topology
 
 Json = dict[str, Any]
 
@@ -132,6 +132,8 @@ def log_times(lines: list[LogLine], after: float, pod_names: set[str] | None = N
 
 
 class Run:
+    phases: tuple[str, ...] = ("startup", "initial", "pod_changes", "rollout")
+
     def __init__(self, args: argparse.Namespace, mode: str, workdir: Path, peer: Path | None = None) -> None:
         self.args = args
         self.mode = mode
@@ -141,14 +143,9 @@ class Run:
         self.manifests = workdir / "manifests"
         self.scratch = workdir / "scratch"
         self.scratch.mkdir()
-        self.topology.write(self.manifests)
         self.expected = Expected(self.topology)
         self.clock = Clock()
-        self.cp: ControlPlane = (
-            PeerControlPlane(workdir, self.manifests, peer, args.debounce_ms)
-            if peer
-            else ControlPlane(workdir, self.manifests, args.debounce_ms)
-        )
+        self.cp: ControlPlane = self.control_plane()
         self.log = LogTail(self.cp.log_path, self.clock)
         self.profiler: subprocess.Popen[bytes] | None = None
         self.phase = "startup"
@@ -168,7 +165,23 @@ class Run:
             "endpoints": sum(len(self.expected.world.endpoints(c)) for c in self.expected.world.cluster_names()),
             "debounce_ms": args.debounce_ms,
             "node_profile": args.node_profile + ("" if args.node_every_request else ", node on first request only"),
+            "source": "files",
         }
+
+    def control_plane(self) -> ControlPlane:
+        """The server under test, with what it reads put in place (here: the manifests)."""
+        self.topology.write(self.manifests)
+        if self.peer:
+            return PeerControlPlane(self.workdir, self.manifests, self.peer, self.args.debounce_ms)
+        return ControlPlane(self.workdir, self.manifests, self.args.debounce_ms)
+
+    async def write(self, clusters: set[str], removed: list[Pod], added: list[Pod]) -> float:
+        """Make a pod change where the control plane reads it (the clusters' pod files); its time.monotonic()."""
+        return self.topology.rewrite_pod_files(self.manifests, clusters, self.scratch)
+
+    async def change_times(self, lines: list[LogLine], written: float, pods: list[str]) -> Json:
+        """When the change reached the control plane (`event`) and what it logged for it (see log_times)."""
+        return log_times(lines, written, set(pods))
 
     async def _agreement(self, patience: float = 5.0) -> tuple[Json, list[str]]:
         """/debug/nodes and its disagreements with what the fleet ACKed. The fleet counts an ACK once sent, the control
@@ -198,7 +211,7 @@ class Run:
     async def execute(self) -> Json:
         sampler = asyncio.create_task(self._sample_memory())
         try:
-            for phase in ("startup", "initial", "pod_changes", "rollout"):
+            for phase in self.phases:
                 self.phase = phase
                 await getattr(self, phase)()
             self.totals()
@@ -261,8 +274,11 @@ class Run:
             "rss_mb": round(usage.rss_mb, 1),
         }
 
-    async def _change(self, pods: list[str], clusters: set[str], timeout: float) -> Json:
-        """Write the clusters' pod files and measure until every node whose config changed has ACKed it."""
+    async def _change(
+        self, pods: list[str], clusters: set[str], timeout: float, removed: list[Pod], added: list[Pod]
+    ) -> Json:
+        """Write the change (removed and added pods: of the clusters) and measure until every node whose config
+        changed has ACKed it."""
         changed = self.expected.update()
         if self.peer and any("cds" in types for types in changed.values()):
             # The peer's CDS versions are its own (see PeerControlPlane): wait for the other types only.
@@ -272,14 +288,14 @@ class Run:
         metrics_before = await self.cp.metrics()
         self.log.read()
         cpu_before, fleet_before = self.cp.usage(), self.fleet.usage()
-        written = self.topology.rewrite_pod_files(self.manifests, clusters, self.scratch)
+        written = await self.write(clusters, removed, added)
         reply = await self.fleet.call("wait", versions=changed, timeout=timeout)
         await asyncio.sleep(self.args.settle)  # let anything late (to anyone) arrive before counting
         arrivals = (await self.fleet.call("arrivals", since=mark))["arrivals"]
         cpu_after, fleet_after = self.cp.usage(), self.fleet.usage()
         metrics_after = await self.cp.metrics()
         lines = self.log.read()
-        times = log_times(lines, written, set(pods))
+        times = await self.change_times(lines, written, pods)
         by_node: dict[str, list[Json]] = defaultdict(list)
         for arrival in arrivals:
             by_node[arrival["node"]].append(arrival)
@@ -325,7 +341,7 @@ class Run:
         for _ in range(self.args.repeats):
             await asyncio.sleep(self.args.gap)
             pod = self.topology.change_one_pod()
-            samples.append(await self._change([pod.name], {pod.cluster}, self.args.timeout))
+            samples.append(await self._change([pod.name], {pod.cluster}, self.args.timeout, [pod], [pod]))
         ok = [s for s in samples if s["ok"]]
 
         def values(key: str) -> list[float]:
@@ -354,10 +370,12 @@ class Run:
     async def rollout(self) -> None:
         if self.args.rollout <= 0:
             return
+        before = {p.name for p in self.topology.pod_list}
         replaced = self.topology.rollout(self.args.rollout)
         clusters = {p.cluster for p in replaced}
         new = {p.name for p in self.topology.pod_list if p.cluster in clusters} - {p.name for p in replaced}
-        sample = await self._change(sorted(new), clusters, max(self.args.timeout, 120))
+        added = [p for p in self.topology.pod_list if p.name not in before]
+        sample = await self._change(sorted(new), clusters, max(self.args.timeout, 120), replaced, added)
         sample["pods_replaced"] = len(replaced)
         sample["files_rewritten"] = len(clusters)
         self.result["rollout"] = _rounded(sample)
@@ -394,7 +412,12 @@ def _rounded(sample: Json) -> Json:
 
 async def run_simulated(args: argparse.Namespace, mode: str, peer: Path | None = None) -> Json:
     with tempfile.TemporaryDirectory(prefix=f"fanout-{mode}-{'peer-' if peer else ''}") as tmp:
-        run = Run(args, mode, Path(tmp), peer)
+        if args.source == "kubernetes" and not peer:  # the peer reads files only: it runs the file-fed bench
+            from .kube import KubeRun
+
+            run: Run = KubeRun(args, mode, Path(tmp))
+        else:
+            run = Run(args, mode, Path(tmp), peer)
         try:
             return await run.execute()
         except BaseException:
@@ -425,14 +448,16 @@ def human(result: Json) -> str:
     ch, ro, cp = result["pod_change"], result.get("rollout", {}), result["control_plane"]
     ms = lambda v: "-" if v is None else f"{v * 1000:.0f} ms"  # noqa: E731
     lines = [
-        f"{result['mode']} ({result.get('server', 'ours')}): N={result['nodes']} P={result['pods']} C={result['clusters']} "
+        f"{result['mode']} ({result.get('server', 'ours')}, {result.get('source', 'files')}): N={result['nodes']} P={result['pods']} C={result['clusters']} "
         f"E={result['egress_per_node']} I={result['ingress_per_node']}",
         f"  startup {result['startup']['seconds']:.2f} s; all nodes configured in {result['initial']['seconds']:.2f} s "
         f"({result['initial']['messages']} messages, {result['initial']['bytes'] / 1e6:.1f} MB)",
         f"  pod change ({ch['converged']}/{ch['repeats']}): event->last ACK p50 {ms(ch['event_to_ack_s'].get('p50'))} "
         f"p99 {ms(ch['event_to_ack_s'].get('p99'))}; write->last ACK p50 {ms(ch['write_to_ack_s'].get('p50'))} "
-        f"p99 {ms(ch['write_to_ack_s'].get('p99'))} (watch p50 {ms(ch['write_to_watch_s'].get('p50'))}, "
-        f"re-read p50 {ms(ch['watch_to_event_s'].get('p50'))})",
+        f"p99 {ms(ch['write_to_ack_s'].get('p99'))} "
+        + (f"(API write->event sent p50 {ms(ch['write_to_sent_s'].get('p50'))}, event sent->control plane's log "
+           f"p50 {ms(ch['sent_to_cp_event_s'].get('p50'))})" if "write_to_sent_s" in ch else
+           f"(watch p50 {ms(ch['write_to_watch_s'].get('p50'))}, re-read p50 {ms(ch['watch_to_event_s'].get('p50'))})"),
         f"    {ch['affected_nodes'].get('mean')} nodes affected, {ch['nodes_pushed'].get('mean')} pushed, "
         f"{ch['bytes'].get('mean')} bytes; messages to unaffected nodes: {ch['unaffected_messages_total']}",
     ]
@@ -441,6 +466,15 @@ def human(result: Json) -> str:
             f"  rollout {ro['pods_replaced']} pods: {ro.get('affected_nodes')} nodes, {ro['messages']} messages, "
             f"{ro['bytes'] / 1e6:.2f} MB, event->converged {ms(ro.get('event_to_ack_s'))}, "
             f"write->converged {ms(ro.get('write_to_ack_s'))}; unaffected messages {ro['unaffected_messages']}"
+        )
+    if "apiserver" in result:
+        api, st = result["apiserver"], result.get("status")
+        lines.append(
+            f"  fake API server (its own process, not counted above or below): {api.get('cpu_s_total', 0):.1f} CPU s "
+            f"(loading {api['objects_loaded']} objects {api['load_cpu_s']:.1f}, control plane's lists "
+            f"{api['cp_startup_cpu_s']:.1f}, per pod change p50 {ms(ch['apiserver_cpu_s'].get('p50'))})"
+            + (f"; listener status written in {st['seconds_after_initial']:.1f} s after the initial config "
+               f"({st['patches']} patches)" if st else "")
         )
     lines.append(
         f"  control plane: {cp['cpu_s_total']:.1f} CPU s, peak RSS {cp['peak_rss_mb']:.0f} MB "
@@ -536,6 +570,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer", type=Path, metavar="BINARY",
                         help="also run this xDS server (e.g. ../shared/peers/go-control-plane/gocp) on the same "
                              "topology and fleet, alternating with ours, and print both columns and the ratios")
+    parser.add_argument("--source", choices=("files", "kubernetes"), default="files",
+                        help="what our control plane reads: manifest files, or the fake Kubernetes API server "
+                             "(tests/fakekube, a process of its own: list at start, then watch events; its CPU is "
+                             "reported apart). A --peer always reads files")
+    parser.add_argument("--no-status-write", dest="status_write", action="store_false",
+                        help="with --source kubernetes: status.write false (by default the control plane writes "
+                             "listener status, as deployed, and the pod changes start once it has)")
     parser.add_argument("--runs", type=int, default=1,
                         help="with --peer: alternated runs of each server per mode (the table shows medians)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
@@ -551,9 +592,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.peer is not None:
         if args.real_envoys:
             parser.error("--peer runs with the simulated fleet only")
+        if args.source == "kubernetes":
+            print("--source kubernetes --peer: the peer has no Kubernetes source; it runs on the same topology from "
+                  "files, as the reference column (its event is its log line for the pod)", file=sys.stderr)
         if not os.access(args.peer, os.X_OK):
             parser.error(f"--peer: {args.peer} is not an executable file")
         args.peer = args.peer.resolve()
+    if args.real_envoys and args.source == "kubernetes":
+        parser.error("--source kubernetes runs with the simulated fleet only")
     if args.runs < 1:
         parser.error("--runs: at least 1")
     return args
@@ -582,8 +628,9 @@ async def main_async(args: argparse.Namespace) -> Json:
         print(human(result), file=sys.stderr, flush=True)
     if args.peer:
         doc["comparison"] = compare(doc["runs"])
-        print(f"ours vs {args.peer.name} (medians of {args.runs} alternated run(s) each; ratio = ours / peer):",
-              file=sys.stderr)
+        source = "ours from the fake Kubernetes API server, the peer from files" if args.source == "kubernetes" else ""
+        print(f"ours vs {args.peer.name} (medians of {args.runs} alternated run(s) each; ratio = ours / peer"
+              f"{'; ' + source if source else ''}):", file=sys.stderr)
         print(comparison_table(doc["comparison"]), file=sys.stderr, flush=True)
     return doc
 

@@ -19,6 +19,10 @@ def _pair(stats: dict[str, Any]) -> str:
     return f"{_ms(stats.get('p50'))} / {_ms(stats.get('p99'))}"
 
 
+def _xds(run: dict[str, Any]) -> str:
+    return f"{run['mode']} (Kubernetes)" if "apiserver" in run else run["mode"]
+
+
 def tables(runs: list[dict[str, Any]]) -> str:
     sim = [r for r in runs if r.get("mode") in ("sotw", "delta") and "error" not in r]
     real = [r for r in runs if r.get("mode") == "real-envoy" and "error" not in r]
@@ -33,7 +37,7 @@ def tables(runs: list[dict[str, Any]]) -> str:
         for r in sim:
             ch, ro = r["pod_change"], r.get("rollout", {})
             out.append(
-                f"| {r['nodes']:,} | {r['pods']:,} | {r['mode']} | {r['startup']['seconds']:.2f} | "
+                f"| {r['nodes']:,} | {r['pods']:,} | {_xds(r)} | {r['startup']['seconds']:.2f} | "
                 f"{r['initial']['seconds']:.2f} | {_pair(ch['event_to_ack_s'])} | {_pair(ch['write_to_ack_s'])} | "
                 f"{ch['affected_nodes']['mean']:.1f} ({ch['nodes_pushed']['mean']:.1f}) | "
                 f"{ch['messages']['mean']:.1f}, {ch['bytes']['mean'] / 1000:.0f} | {ch['unaffected_messages_total']} | "
@@ -53,12 +57,31 @@ def tables(runs: list[dict[str, Any]]) -> str:
             order = ("startup", "initial", "pod_changes", "rollout")
             by_phase = ", ".join(f"{phases[k]:.0f}" for k in order if k in phases)
             out.append(
-                f"| {r['nodes']:,} | {r['pods']:,} | {r['mode']} | {r['startup']['cpu_s']:.2f} / "
+                f"| {r['nodes']:,} | {r['pods']:,} | {_xds(r)} | {r['startup']['cpu_s']:.2f} / "
                 f"{r['initial']['cpu_s']:.2f} / {ch['cpu_s']['mean']:.3f} / {ro.get('cpu_s', 0):.2f} / "
                 f"{cp['cpu_s_total']:.1f} | {r['startup']['rss_mb']:.0f} / {r['initial']['rss_mb']:.0f} | "
                 f"**{cp['peak_rss_mb']:.0f}** ({by_phase}) | {cp['memory_target_mb']:.0f} | "
                 f"{cp['peak_rss_kb_per_node']:.0f} / {cp['peak_rss_kb_per_endpoint']:.1f} | "
                 f"{r['initial']['fleet_cpu_s']:.2f} |"
+            )
+    kube = [r for r in sim if "apiserver" in r]
+    if kube:
+        out += [
+            "",
+            "| N | P | xDS | fake API server CPU s: loading / control plane's lists / status writes / per pod change "
+            "p50 / rollout / total | listener status: patches, written within s of all configured | "
+            "pod change: API write→event sent p50 ms | rollout: events sent, over ms |",
+            "|---:|---:|---|---:|---:|---:|---:|",
+        ]
+        for r in kube:
+            api, ch, ro, st = r["apiserver"], r["pod_change"], r.get("rollout", {}), r.get("status")
+            status = f"{st['patches']}, {st['seconds_after_initial']:.1f}" if st else "off"
+            out.append(
+                f"| {r['nodes']:,} | {r['pods']:,} | {_xds(r)} | {api['load_cpu_s']:.2f} / "
+                f"{api['cp_startup_cpu_s']:.2f} / {st['apiserver_cpu_s'] if st else 0:.2f} / "
+                f"{ch['apiserver_cpu_s'].get('p50', 0):.3f} / {ro.get('apiserver_cpu_s', 0):.2f} / "
+                f"{api['cpu_s_total']:.1f} | {status} | "
+                f"{_ms(ch['write_to_sent_s'].get('p50'))} | {ro.get('events_sent', '-')}, {_ms(ro.get('sent_span_s'))} |"
             )
     if real:
         out += [

@@ -8,11 +8,15 @@ a key has no description at all.
 
 from __future__ import annotations
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from typing import TYPE_CHECKING
 
 from .text import clip
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# `cryptography` is imported by the functions that use it: 26 ms and 10 MB that a control plane without TLS or
+# Secrets never needs.
 
 # Kubernetes bounds a whole Secret to 1 MiB; one key's PEM larger than that is not a certificate we will parse.
 MAX_PEM_BYTES = 1 << 20
@@ -22,6 +26,8 @@ def certificates(pem: bytes) -> list[x509.Certificate]:
     """The certificates of a PEM bundle; ValueError (a message without the data) when there is none or one is bad."""
     if len(pem) > MAX_PEM_BYTES:
         raise ValueError(f"larger than {MAX_PEM_BYTES} bytes")
+    from cryptography import x509
+
     try:
         certs = x509.load_pem_x509_certificates(pem)
     except ValueError:
@@ -35,6 +41,9 @@ def key_problem(key_pem: bytes, cert_pem: bytes) -> str | None:
     """Why this private key cannot serve this certificate, or None. The message never contains key material."""
     if len(key_pem) > MAX_PEM_BYTES:
         return f"larger than {MAX_PEM_BYTES} bytes"
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except TypeError:
@@ -65,6 +74,8 @@ def describe(cert_pem: bytes) -> str:
 
 def sans(cert: x509.Certificate) -> list[str]:
     """The URI and DNS subject alternative names of a certificate."""
+    from cryptography import x509
+
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

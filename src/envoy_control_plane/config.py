@@ -9,18 +9,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import certs
 from .logs import LEVELS, LogFormat
 from .model import CLUSTER_NAME_ANNOTATION, ANNOTATION_KEY
 from .text import quote
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 
 MANIFEST_SOURCE = "manifests"  # the source name of manifest files; no Kubernetes cluster may take it
@@ -81,12 +81,12 @@ class XdsTlsConfig(_Strict):
         leaf = _certificates(cert, self.cert)[0]
         if ca is not None:
             _certificates(ca, self.client_ca)
-        if _private_key(key, self.key).public_key().public_bytes(*_SPKI) != leaf.public_key().public_bytes(*_SPKI):
+        from cryptography.hazmat.primitives import serialization  # only with TLS: see certs.py
+
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if _private_key(key, self.key).public_key().public_bytes(*spki) != leaf.public_key().public_bytes(*spki):
             raise ValueError(f"key {self.key} does not match the certificate {self.cert}")
         return TlsMaterial(cert, key, ca)
-
-
-_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _read(path: Path) -> bytes:
@@ -106,6 +106,9 @@ def _certificates(pem: bytes, path: Path | None) -> list[x509.Certificate]:
 
 
 def _private_key(pem: bytes, path: Path) -> Any:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         return serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: the key is encrypted

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 SourceRef = tuple[str, ObjectRef]  # (source name, object) identifies an object across sources
 
+# A `replace` changing more objects than this logs each change at DEBUG and a summary at INFO.
+LOG_EACH = 20
+
 
 @dataclass(frozen=True)
 class Rejection:
@@ -84,31 +87,27 @@ class World:
         self._listeners_cache: dict[str, NodeListeners] = {}
         # endpoints() of each cluster name, until it changes: every node using the cluster asks during a rebuild
         self._sorted_endpoints: dict[str, tuple[str, ...]] = {}
+        self._batch = False  # inside `replace`: endpoint changes are collected in _batch_clusters
+        self._batch_clusters: set[str] = set()
         self.on_change: Callable[[], None] | None = None
         self.revision = 0  # counts changes: the state file is written when it moved
 
     # ---- writes (sources) ----------------------------------------------------------------------------------------
 
     def upsert(self, source: str, obj: KubeObject) -> None:
-        key = (source, obj.ref)
-        old = self._objects.get(key)
-        if old == obj:
-            return
-        self._remove(key, old)
-        self._objects[key] = obj
-        self._add(key, obj)
-        self._changed(source, obj.ref, "updated" if old else "added")
+        what = self._put((source, obj.ref), obj)
+        if what:
+            self._changed(source, obj.ref, what)
 
     def delete(self, source: str, ref: ObjectRef) -> None:
-        key = (source, ref)
-        old = self._objects.pop(key, None)
-        if old is None:
-            return
-        self._remove(key, old)
-        self._changed(source, ref, "deleted")
+        if self._pop((source, ref)):
+            self._changed(source, ref, "deleted")
 
     def replace(self, source: str, objects: Iterable[KubeObject], kinds: Iterable[str] | None = None) -> None:
-        """Make the source's objects (of these kinds, default all) exactly `objects`: a relist or a reread."""
+        """Make the source's objects (of these kinds, default all) exactly `objects`: a relist or a reread.
+
+        One batch: each changed cluster's users are looked up once, and beyond LOG_EACH changes each is logged at
+        DEBUG and the batch summed up at INFO (a first load of 15,000 objects is one line, not 15,000)."""
         wanted = {obj.ref: obj for obj in objects}
         kind_set = set(kinds) if kinds is not None else None
         gone = [
@@ -116,10 +115,17 @@ class World:
             for (src, ref) in self._objects
             if src == source and ref not in wanted and (kind_set is None or ref.kind in kind_set)
         ]
-        for ref in gone:
-            self.delete(source, ref)
-        for obj in wanted.values():
-            self.upsert(source, obj)
+        self._batch = True
+        try:
+            changes: list[tuple[ObjectRef, str]] = [(ref, "deleted") for ref in gone if self._pop((source, ref))]
+            for obj in wanted.values():
+                what = self._put((source, obj.ref), obj)
+                if what:
+                    changes.append((obj.ref, what))
+        finally:
+            self._end_batch()
+        if changes:
+            self._changed_many(source, changes)
 
     # ---- reads (translation, admin) ------------------------------------------------------------------------------
 
@@ -163,11 +169,54 @@ class World:
 
     # ---- internals -----------------------------------------------------------------------------------------------
 
+    def _put(self, key: SourceRef, obj: KubeObject) -> str | None:
+        """Store the object; what happened ("added", "updated"), or None when it is the same."""
+        old = self._objects.get(key)
+        if old == obj:
+            return None
+        self._remove(key, old)
+        self._objects[key] = obj
+        self._add(key, obj)
+        return "updated" if old else "added"
+
+    def _pop(self, key: SourceRef) -> bool:
+        old = self._objects.pop(key, None)
+        if old is None:
+            return False
+        self._remove(key, old)
+        return True
+
+    def _end_batch(self) -> None:
+        """Mark the users of the clusters whose endpoints changed in the batch."""
+        self._batch = False
+        for cluster_name in self._batch_clusters:
+            self._cluster_changed(cluster_name)
+        self._batch_clusters.clear()
+
     def _changed(self, source: str, ref: ObjectRef, what: str) -> None:
         log.info("%s %s (source %s)", ref, what, source)
         self.revision += 1
         if self._metrics is not None:
             self._metrics.source_events.labels(source, ref.kind).inc()
+        if self.on_change is not None:
+            self.on_change()
+
+    def _changed_many(self, source: str, changes: list[tuple[ObjectRef, str]]) -> None:
+        each = log.info if len(changes) <= LOG_EACH else log.debug
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for ref, what in changes:
+            each("%s %s (source %s)", ref, what, source)
+            counts[(ref.kind, what)] += 1
+        if len(changes) > LOG_EACH:
+            summary = ", ".join(f"{n} {kind} {what}" for (kind, what), n in sorted(counts.items()))
+            log.info("source %s: %d objects changed: %s", source, len(changes), summary)
+        self.revision += len(changes)
+        if self._metrics is not None:
+            by_kind: dict[str, int] = defaultdict(int)
+            for (kind, _), n in counts.items():
+                by_kind[kind] += n
+            for kind, n in by_kind.items():
+                self._metrics.source_events.labels(source, kind).inc(n)
         if self.on_change is not None:
             self.on_change()
 
@@ -231,6 +280,9 @@ class World:
         self._dirty_nodes.update(self._secret_users.get(key, ()))
 
     def _cluster_changed(self, cluster_name: str) -> None:
+        if self._batch:
+            self._batch_clusters.add(cluster_name)  # its users are marked once, at the end of the batch
+            return
         self._dirty_clusters.add(cluster_name)
         self._sorted_endpoints.pop(cluster_name, None)
         for node in self._cluster_users.get(cluster_name, ()):

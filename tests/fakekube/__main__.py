@@ -10,7 +10,8 @@ from .server import FakeKube
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    kube = FakeKube(port=args.port, bookmark_interval=args.bookmark_interval)
+    kube = FakeKube(port=args.port, bookmark_interval=args.bookmark_interval, install_crds=args.install_crds,
+                    record_sent=args.record_sent)
     kube.hold_terminating(args.hold_terminating)
     async with kube:
         kube.write_kubeconfig(args.kubeconfig, context_name=args.context)
@@ -25,6 +26,9 @@ def main() -> None:
     parser.add_argument("--context", default="fake", help="context, cluster and user name in the kubeconfig")
     parser.add_argument("--bookmark-interval", type=float, default=5.0, help="seconds between BOOKMARK events")
     parser.add_argument("--hold-terminating", action="store_true", help="deleted pods stay Terminating")
+    parser.add_argument("--install-crds", action="store_true", help="start with manifests/crds installed")
+    parser.add_argument("--record-sent", action="store_true",
+                        help="record when each watch event is sent (GET /fakekube/sent; see benchapi.py)")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(parser.parse_args()))
 

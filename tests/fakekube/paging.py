@@ -9,6 +9,7 @@ import binascii
 import json
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from .status import ApiError, continue_expired
@@ -24,8 +25,11 @@ class Pager:
         """Forget every snapshot (a restarted server): their tokens expire."""
         self._snapshots.clear()
 
-    def page(self, items: list[dict], revision: int, compacted: int, query: Any) -> tuple[list[dict], dict]:
-        """This request's page of `items` (the current state, used for a first page) and its list metadata."""
+    def page(
+        self, current: Callable[[], list[dict]], revision: int, compacted: int, query: Any
+    ) -> tuple[list[dict], dict]:
+        """This request's page and its list metadata. `current()` gives the current state; it is asked for on a
+        first page only (a later page comes from the first one's snapshot, so each paged list reads the store once)."""
         limit = _int(query.get("limit"), "limit")
         token = query.get("continue")
         if token:
@@ -35,6 +39,7 @@ class Pager:
             items = self._snapshots[snapshot_id]
         else:
             snapshot_id, list_revision, start = secrets.token_hex(8), revision, 0
+            items = current()
         meta: dict[str, Any] = {"resourceVersion": str(list_revision)}
         end = len(items) if not limit else start + limit
         if end < len(items):

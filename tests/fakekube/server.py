@@ -20,14 +20,14 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from aiohttp import web
 
-from . import crds, openapi, resources, subresources
+from . import benchapi, crds, openapi, resources, subresources
 from .patches import merge_patch
 from .access import Authenticator, Throttle, rfc3339
 from .paging import Pager
@@ -47,11 +47,17 @@ class FakeKube:
     """One fake cluster. Use `async with FakeKube() as kube:`, or `start()`/`stop()` (data is kept across them)."""
 
     def __init__(
-        self, port: int = 0, bookmark_interval: float = 1.0, tls: bool = False, install_crds: bool = False
+        self,
+        port: int = 0,
+        bookmark_interval: float = 1.0,
+        tls: bool = False,
+        install_crds: bool = False,
+        record_sent: bool = False,
     ) -> None:
         """`tls`: serve HTTPS with a certificate of a CA of its own (`self.tls`), and accept its client certificates
         as x509 authentication. `install_crds`: start with the repository's CRDs (manifests/crds) installed; else
-        they are installed as in a real cluster, by `kubectl apply`, and until then custom resources go unvalidated."""
+        they are installed as in a real cluster, by `kubectl apply`, and until then custom resources go unvalidated.
+        `record_sent`: record when each watch event is written (benchapi.py; for the benchmark)."""
         self.store = Store()
         if install_crds:
             crds.install_repo_crds(self.store)
@@ -72,6 +78,7 @@ class FakeKube:
         self._pager = Pager()
         self.requests: list[tuple[str, str]] = []  # (method, path and query) of every request, in order
         self._watch_answer: str | None = None  # "expired" or "empty": how every watch is answered (see cues)
+        self.sent = benchapi.SentLog() if record_sent else None
 
     @property
     def port(self) -> int:
@@ -218,6 +225,7 @@ class FakeKube:
         app = web.Application(middlewares=[self._errors])
         app.router.add_get("/fakekube/token", self._issue_token)
         app.router.add_get("/fakekube/client-certificate", self._issue_certificate)
+        benchapi.add_routes(app, self)
         # Discovery paths are asked for with and without a trailing slash (kubernetes_asyncio adds one).
         for path in ("/version", "/api", "/api/{version}", "/apis", "/apis/{group}", "/apis/{group}/{version}"):
             app.router.add_get(path, self._discovery)
@@ -314,11 +322,11 @@ class FakeKube:
 
         if _flag(query.get("watch")):
             return await self._watch(request, rtype, namespace, matches)
-        return web.json_response(self._list(rtype, self.store.list(rtype, namespace, matches), query))
+        return web.json_response(self._list(rtype, lambda: self.store.list(rtype, namespace, matches), query))
 
-    def _list(self, rtype: ResourceType, items: list[dict], query: Mapping[str, str]) -> dict:
-        """A list, paged by `limit` and `continue` from one snapshot (paging.py). As the real server does, items
-        of the core group come without kind and apiVersion."""
+    def _list(self, rtype: ResourceType, items: Callable[[], list[dict]], query: Mapping[str, str]) -> dict:
+        """A list, paged by `limit` and `continue` from one snapshot (paging.py; `items()` is read for a first page
+        only). As the real server does, items of the core group come without kind and apiVersion."""
         page, meta = self._pager.page(items, self.store.revision, self.store.compacted, query)
         if not rtype.group:
             page = [{k: v for k, v in item.items() if k not in ("kind", "apiVersion")} for item in page]
@@ -413,6 +421,8 @@ class FakeKube:
                     next_bookmark = loop.time() + self.bookmark_interval
                 continue
             await response.write(event.line())
+            if self.sent is not None:
+                self.sent.record(watch.rtype, event)
 
     def _admit(self, request: web.Request, rtype: ResourceType, obj: dict) -> dict:
         """Validation of a written object (custom resources against their CRD; see crds.py)."""

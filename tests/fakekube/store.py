@@ -79,6 +79,7 @@ class Store:
         self.revision = 0
         self.hold_terminating = False
         self._objects: dict[Key, dict] = {}
+        self._by_type: dict[ResourceType, dict[tuple[str, str], dict]] = {}  # _objects by type: lists read one type
         self._history: list[Event] = []
         self._compacted = 0  # watches from an older revision than this get 410 Expired
         self._watches: set[Watch] = set()
@@ -88,8 +89,8 @@ class Store:
     def list(self, rtype: ResourceType, namespace: str | None, matches: ObjectPredicate) -> list[dict]:
         return [
             copy.deepcopy(obj)
-            for (kind, ns, _), obj in sorted(self._objects.items(), key=lambda item: item[0][1:])
-            if kind == rtype and namespace in (None, ns) and matches(obj)
+            for (ns, _), obj in sorted(self._by_type.get(rtype, {}).items(), key=lambda item: item[0])
+            if namespace in (None, ns) and matches(obj)
         ]
 
     def exists(self, rtype: ResourceType, namespace: str, name: str) -> bool:
@@ -179,8 +180,11 @@ class Store:
         meta["resourceVersion"] = str(self.revision)
         key = (rtype, meta["namespace"], meta["name"])
         previous = self._objects.pop(key, None)
+        of_type = self._by_type.setdefault(rtype, {})
+        of_type.pop(key[1:], None)
         if event_type != "DELETED":
             self._objects[key] = obj
+            of_type[key[1:]] = obj
         event = Event(event_type, rtype, copy.deepcopy(obj), self.revision, previous)
         self._history.append(event)
         for watch in self._watches:
@@ -204,12 +208,19 @@ class Store:
         copied = Store()
         copied.revision, copied._compacted = self.revision, self._compacted
         copied._objects, copied._history = copy.deepcopy(self._objects), list(self._history)
+        copied._reindex()
         return copied
 
     def restore(self, backup: Store) -> None:
         """Go back to `backup`'s data and revision; open watches are the caller's to cut."""
         self.revision, self._compacted = backup.revision, backup._compacted
         self._objects, self._history = copy.deepcopy(backup._objects), list(backup._history)
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._by_type = {}
+        for (rtype, ns, name), obj in self._objects.items():
+            self._by_type.setdefault(rtype, {})[(ns, name)] = obj
 
     def open_watch(
         self, rtype: ResourceType, namespace: str | None, matches: ObjectPredicate, since: str | None
@@ -234,6 +245,10 @@ class Store:
                     watch.offer(event)
         self._watches.add(watch)
         return watch
+
+    @property
+    def open_watches(self) -> int:
+        return len(self._watches)
 
     def close_watch(self, watch: Watch) -> None:
         self._watches.discard(watch)

@@ -141,18 +141,17 @@ async def test_a_restarted_server_answers_old_versions_with_410_and_the_source_r
 async def test_an_expired_continue_token_restarts_the_list(kube: FakeKube, tmp_path: Path) -> None:
     for i in range(5):
         kube.upsert(pod(f"p{i}", f"10.0.0.{i + 1}"))
-    original, pod_lists = kube.store.list, []
+    original = kube._pager.page
 
-    def compacting_list(rtype, *args, **kwargs):  # before the second page of pods: a write, then etcd compacts
-        if rtype.kind == "Pod":
-            pod_lists.append(rtype)
-            if len(pod_lists) == 2:
-                kube.store.list = original  # type: ignore[method-assign]
-                kube.upsert(pod("p9", "10.0.0.9"))
-                kube.compact()
-        return original(rtype, *args, **kwargs)
+    def compacting_page(current, revision, compacted, query):  # before the second page: a write, then etcd compacts
+        if query.get("continue"):
+            kube._pager.page = original  # type: ignore[method-assign]
+            kube.upsert(pod("p9", "10.0.0.9"))
+            kube.compact()
+            compacted = kube.store.compacted
+        return original(current, revision, compacted, query)
 
-    kube.store.list = compacting_list  # type: ignore[method-assign]
+    kube._pager.page = compacting_page  # type: ignore[method-assign]
     async with running(kube, tmp_path) as cluster:
         assert len(cluster.world.endpoints("backend")) == 6  # listed again from the start, p9 included
         assert cluster.kind("Pod")["relists"] == 1

@@ -90,3 +90,41 @@ def test_replace_deletes_what_vanished_of_the_given_kinds():
     world.replace("k", [pod("b", "web", "10.0.0.2")], kinds=["Pod"])
     assert world.endpoints("web") == ("10.0.0.2",)
     assert world.nodes() == ["n"]  # listeners untouched by a pod relist
+
+
+def test_a_replace_marks_what_each_change_touches_even_when_a_listener_moves_in_the_same_batch():
+    world = world_with_listeners()
+    world.replace("a", [
+        pod("p", "web", "10.0.0.1"),
+        pod("q", "db", "10.0.0.2"),
+        egress("out", "node-1", 9090, 8080, "web"),
+        ingress("in", "node-2", 8080, 8081, allow="web"),
+        egress("other", "node-4", 9090, 8080, "db"),  # moved from node-3, in the batch that brings db's pod
+    ])
+    nodes, clusters = world.take_dirty()
+    assert clusters == {"web", "db"}
+    assert nodes == {"node-1", "node-2", "node-3", "node-4"}
+    assert world.endpoints("web") == ("10.0.0.1",) and world.endpoints("db") == ("10.0.0.2",)
+    world.replace("a", [pod("p", "web", "10.0.0.1"), egress("out", "node-1", 9090, 8080, "web")], kinds=["Pod"])
+    assert world.take_dirty() == ({"node-4"}, {"db"})  # q went; the listeners (not of the kinds given) stay
+
+
+def test_a_large_replace_is_one_log_line_and_counts_every_event(caplog):
+    from envoy_control_plane.metrics import Metrics
+    from envoy_control_plane.state import LOG_EACH
+
+    metrics = Metrics()
+    world = World(metrics)
+    pods = [pod(f"p{i}", "web", f"10.0.{i // 200}.{i % 200 + 1}") for i in range(LOG_EACH + 5)]
+    changes = []
+    world.on_change = lambda: changes.append(1)
+    with caplog.at_level("INFO", logger="envoy_control_plane.state"):
+        world.replace("a", pods)
+        world.replace("a", [*pods[1:], egress("out", "node-1", 9090, 8080, "web")])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"source a: {LOG_EACH + 5} objects changed: {LOG_EACH + 5} Pod added",
+        "Pod default/p0 deleted (source a)",
+        "EgressListener default/out added (source a)",
+    ]
+    assert metrics.source_events.labels("a", "Pod")._value.get() == LOG_EACH + 6
+    assert world.revision == LOG_EACH + 7 and len(changes) == 2

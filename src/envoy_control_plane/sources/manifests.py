@@ -39,7 +39,7 @@ from ..model import (
 from ..state import World, used_cluster
 from ..statefile import Saved
 from ..text import clip
-from . import file_changes, yamlbuild
+from . import blockyaml, file_changes, yamlbuild
 from .file_changes import files_below
 from .status import InvalidObject, SourceStatus, listener_ref
 
@@ -191,6 +191,10 @@ def load_documents(text: str) -> Iterator[Any]:
     DocumentError instead: building it is cheap (aliases share objects), but anything that walks it never ends.
     Raises yaml.YAMLError for a stream that is not YAML.
     """
+    plain = blockyaml.load(text)  # the common shape, read line by line; None: anything else, for PyYAML
+    if plain is not None:
+        yield from plain
+        return
     anchors = "&" in text  # no anchor, no alias: most files skip the measuring
     loader = _LOADER(text)
     try:

@@ -11,8 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
-from cryptography import x509
-from cryptography.x509.oid import ExtensionOID, NameOID
 
 from ..text import clip, quote
 
@@ -34,6 +32,9 @@ class PeerCertificate:
 
     @classmethod
     def from_pem(cls, pem: bytes) -> PeerCertificate:
+        from cryptography import x509  # only with mTLS: see certs.py
+        from cryptography.x509.oid import ExtensionOID, NameOID
+
         cert = x509.load_pem_x509_certificate(pem)
         try:
             sans = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value

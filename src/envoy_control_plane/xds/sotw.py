@@ -160,21 +160,30 @@ class SotwStream(Stream[DiscoveryRequest, bytes, _TypeState]):
                 continue
             if not may_send(type_url, unanswered):
                 return  # make-before-break (ordering.py)
-            resources = self._resources(type_url, state)
-            version = version_of(resources)
+            resources, version = self._resources(type_url, state)
             if not state.force and version == state.known_version:
                 continue
             yield self._response(type_url, state, version, resources)
             unanswered.append(type_url)
 
-    def _resources(self, type_url: str, state: _TypeState) -> list[Resource]:
+    def _resources(self, type_url: str, state: _TypeState) -> tuple[list[Resource], str]:
+        """What a response of the type would carry now, and its version.
+
+        Called for every type on every request and new snapshot, so the usual case is cheap: when that is exactly
+        the snapshot's set of the type, its version is the snapshot's (computed once per node and snapshot)."""
         assert self._snapshot is not None
         current = self._snapshot.of_type(type_url)
         if not state.status.wildcard:
-            return [current[name] for name in sorted(state.status.names) if name in current]
-        had = state.acked | state.sent
-        kept = sorted(name for name in self._kept(type_url, state) - current.keys() if name in had)
-        return [*current.values(), *(had[name] for name in kept)]
+            resources = [current[name] for name in sorted(state.status.names) if name in current]
+        else:
+            gone = state.sent.keys() - current.keys()
+            if state.acked is not state.sent:
+                gone |= state.acked.keys() - current.keys()
+            kept = sorted(self._kept(type_url, state) & gone) if gone else []
+            resources = [*current.values(), *(state.sent.get(name) or state.acked[name] for name in kept)]
+        if len(resources) == len(current):  # the same names, so the same set
+            return resources, self._snapshot.version(type_url)
+        return resources, version_of(resources)
 
     def _kept(self, type_url: str, state: _TypeState) -> set[str]:
         """Names of a wildcard type the client has and we no longer do, that its next response must still carry.

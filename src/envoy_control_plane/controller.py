@@ -107,7 +107,7 @@ class Controller:
             self._rejections.pop(node, None)
         build = build_node(self.world, node, self.addresses, self.secrets, self.serve_secrets)
         self._record_problems(node, tuple(build.problems))
-        snapshot = Snapshot.build(build.resources)
+        snapshot = Snapshot.build(build.resources, previous=self.cache.get(node))
         changed = self.cache.set(node, snapshot)
         if changed and log.isEnabledFor(logging.DEBUG):
             log.debug(

@@ -41,6 +41,7 @@ from ..statefile import Saved
 from ..text import clip
 from . import blockyaml, file_changes, yamlbuild
 from .file_changes import files_below
+from .forked_parse import ForkedParse
 from .status import InvalidObject, SourceStatus, listener_ref
 
 log = logging.getLogger(__name__)
@@ -363,8 +364,10 @@ class ManifestSource:
         delete_grace: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         annotation: str = CLUSTER_NAME_ANNOTATION,
+        forked: ForkedParse | None = None,
     ) -> None:
-        """`annotation`: the pod annotation naming a pod's Envoy cluster."""
+        """`annotation`: the pod annotation naming a pod's Envoy cluster. `forked`: a child parsing the files
+        already, whose results the first `reload()` takes."""
         self.paths = paths
         self.annotation = annotation
         self.world = world
@@ -379,6 +382,7 @@ class ManifestSource:
         self._vanished: dict[Path, float] = {}  # files gone (or emptied) since, not deleted yet
         self._rank: dict[Path, tuple[int, tuple[str, ...]]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._forked = forked
         self._loaded = False
         # From the state file, until the first load: the last good versions of objects invalid now, and what each
         # file gave (for a file that does not parse now). Parsed only when used.
@@ -417,6 +421,9 @@ class ManifestSource:
     async def reload(self) -> None:
         """`load()`, with the files parsed in a thread first: 100,000 pods take seconds to parse, and xDS must keep
         answering meanwhile. The World changes on the event loop, as always."""
+        if self._forked is not None:
+            forked, self._forked = self._forked, None
+            self._parsed.update(await asyncio.to_thread(forked.take))  # used only for files whose text is the same
         await asyncio.to_thread(self._parse_ahead, None)
         self.load()
 

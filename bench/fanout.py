@@ -119,7 +119,8 @@ def log_times(lines: list[LogLine], after: float, pod_names: set[str] | None = N
             if pod_names is None or name in pod_names:
                 out.setdefault("event", line.t)
             out["last_event"] = line.t
-        elif line.logger.endswith(".controller") and line.message.startswith("snapshot for node"):
+        elif line.logger.endswith(".controller") and line.message.startswith(("snapshot for node", "snapshots rebuilt")):
+            # ours: one "snapshots rebuilt" line per rebuild (the per-node lines are at DEBUG); the peer: per node
             out.setdefault("first_snapshot", line.t)
             out["last_snapshot"] = line.t
         elif ": sent " in line.message:

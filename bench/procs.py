@@ -62,7 +62,9 @@ class Usage:
 def usage(pid: int) -> Usage:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
-    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15 of stat)
+    # utime, stime and the children's cutime, cstime once reaped (fields 14-17 of stat): `run` parses the
+    # manifests in a forked child at startup
+    cpu = sum(int(v) for v in fields[11:15]) / CLK_TCK
     memory = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:

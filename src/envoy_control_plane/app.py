@@ -13,6 +13,7 @@ from .admin import make_app, start_admin
 from .config import Config
 from .controller import Controller
 from .metrics import Metrics, WatchCounters
+from .sources.forked_parse import ForkedParse
 from .sources.manifests import ManifestSource
 from .sources.status import SourceStatus
 from .model import ObjectRef
@@ -33,8 +34,11 @@ log = logging.getLogger(__name__)
 
 
 class ControlPlane:
-    def __init__(self, config: Config, watch_settings: WatchSettings | None = None) -> None:
-        """`watch_settings` tunes the Kubernetes watches (tests shorten timeouts and backoffs)."""
+    def __init__(
+        self, config: Config, watch_settings: WatchSettings | None = None, forked_parse: ForkedParse | None = None
+    ) -> None:
+        """`watch_settings` tunes the Kubernetes watches (tests shorten timeouts and backoffs); `forked_parse` is a
+        child parsing the manifests already (`run` starts it before importing the rest)."""
         self.config = config
         self.metrics = Metrics()
         self.world = World(self.metrics)
@@ -47,7 +51,7 @@ class ControlPlane:
         self.controller.on_problems = self._publish_listener_problems
         self.manifests = (
             ManifestSource(config.manifests, self.world, delete_grace=config.manifest_delete_grace_s,
-                           annotation=config.cluster_name_annotation)
+                           annotation=config.cluster_name_annotation, forked=forked_parse)
             if config.manifests
             else None
         )

@@ -16,6 +16,7 @@ from . import __version__, bootstrap, logs
 from .config import Config, ConfigError, build_config, load_config
 from .logs import LEVELS
 from .model import ANNOTATION_KEY, CLUSTER_NAME_ANNOTATION
+from .sources.forked_parse import ForkedParse
 from .text import quote
 
 EXIT_USAGE = 2
@@ -105,17 +106,19 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         return _fail(str(e))
     logs.setup(config.log_level, config.log_format, config.library_log_level)
+    # Parse the manifests on the other core while this process imports gRPC, the Envoy protos and aiohttp.
+    forked = ForkedParse.start(config.manifests, config.cluster_name_annotation) if config.manifests else None
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, forked))
     except OSError as e:
         return _fail(str(e))
     return 0
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config, forked: ForkedParse | None = None) -> None:
     from .app import ControlPlane  # imported late: argument errors should not wait for the protobuf imports
 
-    plane = ControlPlane(config)
+    plane = ControlPlane(config, forked_parse=forked)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from .metrics import Metrics
 from .state import World
+from .text import clip
 from .translate.node import Addresses, ListenerProblem, build_node
 from .translate.secrets import ServedSecrets
 from .xds.cache import Snapshot, SnapshotCache
 from .xds.types import short
 
 log = logging.getLogger(__name__)
+
+_SHOWN = 5  # node names in the line that sums up a rebuild
 
 
 class Controller:
@@ -62,16 +66,37 @@ class Controller:
             return
         started = time.perf_counter()
         problems_before = dict(self._problems)
+        changed: Counter[str] = Counter()  # type -> nodes whose version of it changed
+        changed_nodes: list[str] = []
         for node in sorted(nodes):
-            self._rebuild_node(node)
+            types = self._rebuild_node(node)
+            if types:
+                changed.update(types)
+                changed_nodes.append(node)
         self.secrets.forget_unused(self.world)
         if self._problems != problems_before and self.on_problems is not None:
             self.on_problems()
-        self.metrics.snapshot_build.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        if changed_nodes:
+            # One line per batch: a rollout touches every node, and a line per node cost more than its rebuild.
+            # The per-node lines ("snapshot for node ...") are at DEBUG.
+            shown = ", ".join(clip(node, 100) for node in changed_nodes[:_SHOWN])
+            more = f" and {len(changed_nodes) - _SHOWN} more" if len(changed_nodes) > _SHOWN else ""
+            log.info(
+                "snapshots rebuilt: %d of %d nodes changed (%s) in %.1f ms: %s%s",
+                len(changed_nodes),
+                len(nodes),
+                ", ".join(f"{short(t)} {changed[t]}" for t in sorted(changed)),
+                elapsed * 1000,
+                shown,
+                more,
+            )
+        self.metrics.snapshot_build.observe(elapsed)
         self.metrics.snapshot_nodes.inc(len(nodes))
         self.metrics.listener_conflicts.set(sum(len(r) for r in self._rejections.values()))
 
-    def _rebuild_node(self, node: str) -> None:
+    def _rebuild_node(self, node: str) -> list[str]:
+        """Rebuild one node's snapshot; returns the types whose version changed."""
         listeners = self.world.listeners(node)
         if listeners.rejected != self._rejections.get(node, ()):
             for message in listeners.rejected:
@@ -82,14 +107,15 @@ class Controller:
             self._rejections.pop(node, None)
         build = build_node(self.world, node, self.addresses, self.secrets, self.serve_secrets)
         self._record_problems(node, tuple(build.problems))
-        snapshot = Snapshot.build(build.resources)
+        snapshot = Snapshot.build(build.resources, previous=self.cache.get(node))
         changed = self.cache.set(node, snapshot)
-        if changed:
-            log.info(
+        if changed and log.isEnabledFor(logging.DEBUG):
+            log.debug(
                 "snapshot for node %s: %s",
-                node,
+                clip(node),
                 ", ".join(f"{short(t)} {snapshot.version(t)} ({len(snapshot.of_type(t))})" for t in sorted(changed)),
             )
+        return changed
 
     def _record_problems(self, node: str, problems: tuple[ListenerProblem, ...]) -> None:
         """Log each problem once, when it appears (a problem's message names the listener, its source and Secret)."""

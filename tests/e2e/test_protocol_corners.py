@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from .harness import egress, free_port, ingress, pod, settle, start_backend, talk, wait_until
@@ -142,6 +144,7 @@ async def test_on_reconnect_a_delta_envoy_loses_a_listener_before_its_cluster(
 
     await first.control_plane.stop()
     manifests.remove("egress.yaml")
+    caplog.set_level(logging.DEBUG, logger="envoy_control_plane")  # a line per push is at DEBUG
     caplog.clear()
     await start_plane(xds=xds)
     await wait_until(lambda: _refused(out), what="the egress listener to go")

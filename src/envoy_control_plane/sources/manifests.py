@@ -41,6 +41,7 @@ from ..statefile import Saved
 from ..text import clip
 from . import blockyaml, file_changes, yamlbuild
 from .file_changes import files_below
+from .forked_parse import ForkedParse
 from .status import InvalidObject, SourceStatus, listener_ref
 
 log = logging.getLogger(__name__)
@@ -363,8 +364,10 @@ class ManifestSource:
         delete_grace: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         annotation: str = CLUSTER_NAME_ANNOTATION,
+        forked: ForkedParse | None = None,
     ) -> None:
-        """`annotation`: the pod annotation naming a pod's Envoy cluster."""
+        """`annotation`: the pod annotation naming a pod's Envoy cluster. `forked`: a child parsing the files
+        already, whose results the first `reload()` takes."""
         self.paths = paths
         self.annotation = annotation
         self.world = world
@@ -379,6 +382,7 @@ class ManifestSource:
         self._vanished: dict[Path, float] = {}  # files gone (or emptied) since, not deleted yet
         self._rank: dict[Path, tuple[int, tuple[str, ...]]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._forked = forked
         self._loaded = False
         # From the state file, until the first load: the last good versions of objects invalid now, and what each
         # file gave (for a file that does not parse now). Parsed only when used.
@@ -417,6 +421,9 @@ class ManifestSource:
     async def reload(self) -> None:
         """`load()`, with the files parsed in a thread first: 100,000 pods take seconds to parse, and xDS must keep
         answering meanwhile. The World changes on the event loop, as always."""
+        if self._forked is not None:
+            forked, self._forked = self._forked, None
+            self._parsed.update(await asyncio.to_thread(forked.take))  # used only for files whose text is the same
         await asyncio.to_thread(self._parse_ahead, None)
         self.load()
 
@@ -572,23 +579,32 @@ class ManifestSource:
     def _diff(self, path: Path, old: dict[ObjectRef, KubeObject], new: dict[ObjectRef, KubeObject]) -> set[ObjectRef]:
         """Record which objects `path` now defines; the objects whose version from it changed."""
         changed = set()
-        for ref in old.keys() | new.keys():
-            if old.get(ref) == new.get(ref):
-                continue
+        for ref, obj in new.items():
+            if old.get(ref) != obj:
+                changed.add(ref)
+                if ref not in old:
+                    self._define(ref, path)
+        for ref in old.keys() - new.keys():
             changed.add(ref)
-            paths = self._defined.setdefault(ref, [])
-            if ref not in new:
-                paths.remove(path)
-            elif ref not in old:
-                paths.append(path)
-                paths.sort(key=self._order)
-            if not paths:
-                del self._defined[ref]
-            if len(paths) > 1:
-                self._duplicates.add(ref)
-            else:
-                self._duplicates.discard(ref)
+            self._undefine(ref, path)
         return changed
+
+    def _define(self, ref: ObjectRef, path: Path) -> None:
+        paths = self._defined.get(ref)
+        if paths is None:
+            self._defined[ref] = [path]  # the common case: one file defines it
+            return
+        paths.append(path)
+        paths.sort(key=self._order)
+        self._duplicates.add(ref)
+
+    def _undefine(self, ref: ObjectRef, path: Path) -> None:
+        paths = self._defined[ref]
+        paths.remove(path)
+        if not paths:
+            del self._defined[ref]
+        if len(paths) <= 1:
+            self._duplicates.discard(ref)
 
     def _order(self, path: Path) -> tuple[int, tuple[str, ...]]:
         """Files count in the order of the paths named, then by name: of two defining one object, the first wins."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 
 from ..xds.resource import Resource
 from ..xds.types import ENDPOINT
-from .common import memo_latest, socket_address
+from .common import memo_latest
 
 
 def service_name(cluster_name: str, port: int) -> str:
@@ -22,10 +22,15 @@ def load_assignment(cluster_name: str, port: int, ips: tuple[str, ...]) -> Resou
 
 
 def assignment(name: str, ips: tuple[str, ...], port: int) -> endpoint_pb2.ClusterLoadAssignment:
-    """The hosts `ips` on `port`, in one locality (no endpoints at all when there are none)."""
-    lb_endpoints = [
-        endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=socket_address(ip, port)))
-        for ip in ips
-    ]
-    localities = [endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)] if ips else []
-    return endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=localities)
+    """The hosts `ips` on `port`, in one locality (no endpoints at all when there are none).
+
+    Filled in place (`add()`): building each endpoint as its own message and handing the list over copies every
+    one of them again, three times slower, and a rollout builds every cluster's assignment anew."""
+    message = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    if ips:
+        lb_endpoints = message.endpoints.add().lb_endpoints
+        for ip in ips:
+            address = lb_endpoints.add().endpoint.address.socket_address
+            address.address = ip
+            address.port_value = port
+    return message

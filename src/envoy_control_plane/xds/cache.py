@@ -25,9 +25,18 @@ class Snapshot:
     versions: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, by_type: Mapping[str, Iterable[Resource]]) -> Snapshot:
+    def build(cls, by_type: Mapping[str, Iterable[Resource]], previous: Snapshot | None = None) -> Snapshot:
+        """`previous`: the node's snapshot before, whose version of a type is kept when the type's resources are
+        the same objects (most types of most rebuilds), instead of hashing them again."""
         resources = {t: {r.name: r for r in rs} for t, rs in by_type.items()}
-        return cls(resources, {t: version_of(rs.values()) for t, rs in resources.items()})
+        versions = {}
+        for t, named in resources.items():
+            before = previous.resources.get(t) if previous is not None else None
+            if before is not None and len(before) == len(named) and all(before.get(n) is r for n, r in named.items()):
+                versions[t] = previous.versions[t]  # type: ignore[union-attr]
+            else:
+                versions[t] = version_of(named.values())
+        return cls(resources, versions)
 
     def of_type(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, {})

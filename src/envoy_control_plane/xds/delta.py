@@ -47,7 +47,7 @@ The rules (see XDS_PROTOCOL.md and Envoy's "Incremental xDS" protocol section), 
 - Until the world is complete (SnapshotCache.complete: every source loaded once), names the client declared on its
   first request are not removed: they may be missing only from a source that has not loaded. Additions and updates
   flow; the removals follow once the cache says the world is complete.
-- Every resource's bytes are the shared `Resource.body`, wrapped per response, never re-serialised.
+- Every resource's bytes are the shared `Resource.body`, written into each response as they are (wire.py).
 - `system_version_info` (debugging only, per the protocol) is the version of the set the client has once it applies
   the response, computed like `Snapshot.version`: when the client has everything, it equals the snapshot's version
   of the type, so /debug/nodes `acked_version` compares with /debug/snapshot as in SotW.
@@ -62,8 +62,7 @@ import re
 from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from envoy.service.discovery.v3 import discovery_pb2
-from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DeltaDiscoveryResponse
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
 from ..text import clip
 from .ordering import HOLDERS, may_send, push_order
@@ -71,6 +70,7 @@ from .resource import Resource, content_hash
 from .stream import MAX_NAMES, ProtocolError, Stream
 from .streams import TypeStatus
 from .types import CLUSTER, ENDPOINT, WILDCARD_TYPES, label, short
+from .wire import delta_response
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,9 @@ class _TypeState:
         self.rejected.pop(name, None)
 
 
-class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeState]):
+class DeltaStream(Stream[DeltaDiscoveryRequest, bytes, _TypeState]):
+    """Responses are serialised `DeltaDiscoveryResponse`s (wire.py)."""
+
     mode = "delta"
 
     def _new_state(self) -> _TypeState:
@@ -312,7 +314,7 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
 
     # ---- responses -----------------------------------------------------------------------------------------------
 
-    def _responses(self) -> Iterator[DeltaDiscoveryResponse]:
+    def _responses(self) -> Iterator[bytes]:
         unanswered: list[str] = []
         for type_url in push_order(self._types):
             state = self._types.get(type_url)
@@ -380,7 +382,7 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
 
     def _response(
         self, type_url: str, state: _TypeState, updates: list[Resource], removals: list[str]
-    ) -> DeltaDiscoveryResponse:
+    ) -> bytes:
         nonce = self._next_nonce()
         after = dict(state.known)
         for name in removals:
@@ -401,24 +403,17 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, DeltaDiscoveryResponse, _TypeSta
         size = sum(len(r.body) for r in updates)
         self._metrics.responses.labels(label(type_url)).inc()
         self._metrics.response_bytes.labels(label(type_url)).inc(size)
-        log.info(
-            "node %s: sent %s nonce %s: %s (%d bytes), version %s",
-            self._node,
-            short(type_url),
-            nonce,
-            _describe(state.in_flight.sent, removals),
-            size,
-            version,
-        )
-        return DeltaDiscoveryResponse(
-            system_version_info=version,
-            type_url=type_url,
-            nonce=nonce,
-            resources=[
-                discovery_pb2.Resource(name=r.name, version=r.version, resource=r.to_any()) for r in updates
-            ],
-            removed_resources=removals,
-        )
+        if log.isEnabledFor(logging.DEBUG):  # _describe sorts and clips names
+            log.debug(
+                "node %s: sent %s nonce %s: %s (%d bytes), version %s",
+                self._node,
+                short(type_url),
+                nonce,
+                _describe(state.in_flight.sent, removals),
+                size,
+                version,
+            )
+        return delta_response(version, type_url, nonce, updates, removals)
 
 
 def _version(versions: Mapping[str, str]) -> str:

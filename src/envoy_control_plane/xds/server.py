@@ -11,12 +11,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
-from envoy.service.discovery.v3.discovery_pb2 import (
-    DeltaDiscoveryRequest,
-    DeltaDiscoveryResponse,
-    DiscoveryRequest,
-    DiscoveryResponse,
-)
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 from google.protobuf.message import Message
 
 from ..config import XdsTlsConfig
@@ -65,15 +60,16 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
     async def StreamAggregatedResources(  # noqa: N802 (the generated API's name)
         self, request_iterator: AsyncIterator[DiscoveryRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[DiscoveryResponse]:
-        """State-of-the-world ADS (Envoy's `api_type: GRPC`)."""
+    ) -> AsyncIterator[bytes]:
+        """State-of-the-world ADS (Envoy's `api_type: GRPC`); yields serialised DiscoveryResponses."""
         async for response in self._serve(SotwStream, request_iterator, context):
             yield response
 
     async def DeltaAggregatedResources(  # noqa: N802 (the generated API's name)
         self, request_iterator: AsyncIterator[DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[DeltaDiscoveryResponse]:
-        """Incremental ADS (Envoy's `api_type: DELTA_GRPC`), beside state-of-the-world on the same server."""
+    ) -> AsyncIterator[bytes]:
+        """Incremental ADS (Envoy's `api_type: DELTA_GRPC`), beside state-of-the-world on the same server; yields
+        serialised DeltaDiscoveryResponses."""
         async for response in self._serve(DeltaStream, request_iterator, context):
             yield response
 
@@ -126,17 +122,16 @@ def _slim_node(message_type: type[Message]) -> Callable[[bytes], Message]:
 
 
 def _add_ads(service: AdsService, server: grpc.aio.Server) -> None:
-    """The generated registration, with the slimming deserializers."""
+    """The generated registration, with the slimming deserializers, and no response serializers: the streams yield
+    responses already serialised (wire.py), which gRPC sends as they are."""
     handlers = {
         "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
             service.StreamAggregatedResources,
             request_deserializer=_slim_node(DiscoveryRequest),
-            response_serializer=DiscoveryResponse.SerializeToString,
         ),
         "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
             service.DeltaAggregatedResources,
             request_deserializer=_slim_node(DeltaDiscoveryRequest),
-            response_serializer=DeltaDiscoveryResponse.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, handlers),))

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
 from .resource import Resource, version_of
 from ..text import clip
@@ -36,6 +36,7 @@ from .stream import MAX_NAMES, ProtocolError, Stream
 from .streams import TypeStatus
 from .ordering import may_send, push_order
 from .types import CLUSTER, ENDPOINT, LISTENER, WILDCARD_TYPES, label, short
+from .wire import sotw_response
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,9 @@ class _TypeState:
     unknown: bool = False
 
 
-class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
+class SotwStream(Stream[DiscoveryRequest, bytes, _TypeState]):
+    """Responses are serialised `DiscoveryResponse`s (wire.py)."""
+
     mode = "sotw"
 
     def _new_state(self) -> _TypeState:
@@ -141,7 +144,7 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
 
     # ---- responses -----------------------------------------------------------------------------------------------
 
-    def _responses(self) -> Iterator[DiscoveryResponse]:
+    def _responses(self) -> Iterator[bytes]:
         unanswered: list[str] = []
         for type_url in push_order(self._types):
             state = self._types.get(type_url)
@@ -157,21 +160,30 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
                 continue
             if not may_send(type_url, unanswered):
                 return  # make-before-break (ordering.py)
-            resources = self._resources(type_url, state)
-            version = version_of(resources)
+            resources, version = self._resources(type_url, state)
             if not state.force and version == state.known_version:
                 continue
             yield self._response(type_url, state, version, resources)
             unanswered.append(type_url)
 
-    def _resources(self, type_url: str, state: _TypeState) -> list[Resource]:
+    def _resources(self, type_url: str, state: _TypeState) -> tuple[list[Resource], str]:
+        """What a response of the type would carry now, and its version.
+
+        Called for every type on every request and new snapshot, so the usual case is cheap: when that is exactly
+        the snapshot's set of the type, its version is the snapshot's (computed once per node and snapshot)."""
         assert self._snapshot is not None
         current = self._snapshot.of_type(type_url)
         if not state.status.wildcard:
-            return [current[name] for name in sorted(state.status.names) if name in current]
-        had = state.acked | state.sent
-        kept = sorted(name for name in self._kept(type_url, state) - current.keys() if name in had)
-        return [*current.values(), *(had[name] for name in kept)]
+            resources = [current[name] for name in sorted(state.status.names) if name in current]
+        else:
+            gone = state.sent.keys() - current.keys()
+            if state.acked is not state.sent:
+                gone |= state.acked.keys() - current.keys()
+            kept = sorted(self._kept(type_url, state) & gone) if gone else []
+            resources = [*current.values(), *(state.sent.get(name) or state.acked[name] for name in kept)]
+        if len(resources) == len(current):  # the same names, so the same set
+            return resources, self._snapshot.version(type_url)
+        return resources, version_of(resources)
 
     def _kept(self, type_url: str, state: _TypeState) -> set[str]:
         """Names of a wildcard type the client has and we no longer do, that its next response must still carry.
@@ -194,7 +206,7 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
 
     def _response(
         self, type_url: str, state: _TypeState, version: str, resources: list[Resource]
-    ) -> DiscoveryResponse:
+    ) -> bytes:
         nonce = self._next_nonce()
         state.pending, state.force, state.known_version = True, False, version
         self._awaiting(type_url)
@@ -205,7 +217,7 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
         size = sum(len(r.body) for r in resources)
         self._metrics.responses.labels(label(type_url)).inc()
         self._metrics.response_bytes.labels(label(type_url)).inc(size)
-        log.info(
+        log.debug(
             "node %s: sent %s version %s (%d resources, %d bytes)",
             self._node,
             short(type_url),
@@ -213,6 +225,4 @@ class SotwStream(Stream[DiscoveryRequest, DiscoveryResponse, _TypeState]):
             len(resources),
             size,
         )
-        return DiscoveryResponse(
-            version_info=version, resources=[r.to_any() for r in resources], type_url=type_url, nonce=nonce
-        )
+        return sotw_response(version, type_url, nonce, resources)

@@ -83,6 +83,7 @@ class Stream(ABC, Generic[Request, Response, State]):
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._wake_queued = False
         self._cancel_watch = lambda: None
+        self._timer: asyncio.TimerHandle | None = None  # wakes run() at the earliest deadline (_arm)
         # The oldest snapshot the client has not caught up with (monotonic time), and whether we sent it anything
         # since: for the push latency histogram.
         self._push_started: float | None = None
@@ -92,10 +93,8 @@ class Stream(ABC, Generic[Request, Response, State]):
         reader = asyncio.create_task(self._read(requests))
         try:
             while True:
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), self._until_deadline())
-                except TimeoutError:
-                    item = _WAKE  # a response went unanswered too long: pending() stops waiting for it
+                self._arm()
+                item = await self._queue.get()
                 if item is _END:
                     break
                 if item is _WAKE:
@@ -109,6 +108,8 @@ class Stream(ABC, Generic[Request, Response, State]):
         finally:
             reader.cancel()
             self._cancel_watch()
+            if self._timer is not None:
+                self._timer.cancel()
 
     def receive(self, request: Request) -> list[Response]:
         """Apply one request from the client; returns what may be sent now, in order (at most one per type)."""
@@ -138,10 +139,18 @@ class Stream(ABC, Generic[Request, Response, State]):
         """The type's response was ACKed or NACKed, or needs no answer any more."""
         self._deadlines.pop(type_url, None)
 
-    def _until_deadline(self) -> float | None:
-        if not self._deadlines:
-            return None
-        return max(min(self._deadlines.values()) - time.monotonic(), 0)
+    def _arm(self) -> None:
+        """Have the stream woken when its earliest deadline passes (pending() then gives up on what expired).
+
+        One timer per stream, not one per wait: a deadline is set on every response and mostly met, so the timer
+        is left in place when a deadline moves later, and a wake that finds nothing expired only re-arms it."""
+        if self._timer is None and self._deadlines:
+            delay = max(min(self._deadlines.values()) - time.monotonic(), 0)
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        self._wake()
 
     def _expire(self) -> None:
         """No type blocks the others for good: a response unanswered for `ack_timeout` seconds is given up on."""
@@ -244,6 +253,10 @@ class Stream(ABC, Generic[Request, Response, State]):
         if self._push_started is None:
             self._push_started = time.monotonic()
         self._snapshot = snapshot
+        self._wake()
+
+    def _wake(self) -> None:
+        """Have run() call pending() (once, however many wakes arrive before it does)."""
         if not self._wake_queued:
             self._wake_queued = True
             self._queue.put_nowait(_WAKE)

@@ -201,7 +201,12 @@ def test_a_secret_change_dirties_only_the_nodes_that_name_it():
 
 
 def test_a_node_asking_for_another_nodes_secret_gets_nothing_over_sotw_or_delta():
-    from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
+    from envoy.service.discovery.v3.discovery_pb2 import (
+        DeltaDiscoveryRequest,
+        DeltaDiscoveryResponse,
+        DiscoveryRequest,
+        DiscoveryResponse,
+    )
 
     from envoy_control_plane.metrics import Metrics
     from envoy_control_plane.xds.cache import Snapshot, SnapshotCache
@@ -218,11 +223,13 @@ def test_a_node_asking_for_another_nodes_secret_gets_nothing_over_sotw_or_delta(
     sotw = SotwStream(cache, metrics, StreamRegistry().open("sotw", "test"))
     request = DiscoveryRequest(type_url=SECRET, resource_names=wanted)
     request.node.id = "a"
-    [response] = sotw.receive(request)
+    [raw] = sotw.receive(request)
+    response = DiscoveryResponse.FromString(raw)
     assert [r.value for r in response.resources] == [cache.get("a").of_type(SECRET)["s/default/tls"].body]
     delta = DeltaStream(cache, metrics, StreamRegistry().open("delta", "test"))
     delta_request = DeltaDiscoveryRequest(type_url=SECRET, resource_names_subscribe=wanted)
     delta_request.node.id = "a"
-    [delta_response] = delta.receive(delta_request)
+    [raw] = delta.receive(delta_request)
+    delta_response = DeltaDiscoveryResponse.FromString(raw)
     assert [r.name for r in delta_response.resources] == ["s/default/tls"]
     assert sorted(delta_response.removed_resources) == ["s/default/other", "s/default/other/ca.crt"]

@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 from envoy.service.discovery.v3.discovery_pb2 import (
     DeltaDiscoveryRequest,
+    DeltaDiscoveryResponse,
     DiscoveryRequest,
     DiscoveryResponse,
 )
@@ -93,11 +94,12 @@ def test_a_long_node_id_is_refused():
         stream.receive(DiscoveryRequest(node={"id": "n" * 5000}, type_url=CLUSTER))
 
 
-def _nack_both(stream, response, message: str) -> None:
-    if isinstance(response, DiscoveryResponse):
-        request = DiscoveryRequest(type_url=CLUSTER, response_nonce=response.nonce)
+def _nack_both(stream, response: bytes, message: str) -> None:
+    if isinstance(stream, SotwStream):
+        request = DiscoveryRequest(type_url=CLUSTER, response_nonce=DiscoveryResponse.FromString(response).nonce)
     else:
-        request = DeltaDiscoveryRequest(type_url=CLUSTER, response_nonce=response.nonce)
+        nonce = DeltaDiscoveryResponse.FromString(response).nonce
+        request = DeltaDiscoveryRequest(type_url=CLUSTER, response_nonce=nonce)
     request.error_detail.CopyFrom(Status(code=3, message=message))
     stream.receive(request)
 

@@ -50,3 +50,18 @@ def test_set_complete_wakes_every_watcher_once():
     cache.set_complete()
     cache.set_complete()
     assert cache.complete and seen == [cache.get("n")]
+
+
+def test_a_snapshot_built_on_the_previous_one_has_the_versions_of_one_built_afresh():
+    x1, x2, y = res(CLUSTER, "x", "1"), res(CLUSTER, "x", "2"), res(CLUSTER, "y", "1")
+    listener = res(LISTENER, "l", "1")
+    previous = Snapshot.build({CLUSTER: [x1, y], LISTENER: [listener]})
+    for by_type in (
+        {CLUSTER: [x1, y], LISTENER: [listener]},  # nothing changed: versions reused
+        {CLUSTER: [x2, y], LISTENER: [listener]},  # a resource changed
+        {CLUSTER: [res(CLUSTER, "x", "1"), y], LISTENER: [listener]},  # equal content, another object
+        {CLUSTER: [x1], LISTENER: [listener]},  # one gone
+        {CLUSTER: [x1, y, res(CLUSTER, "z", "1")], LISTENER: []},  # one more; the listener gone
+        {CLUSTER: [y, x1]},  # a type gone
+    ):
+        assert Snapshot.build(by_type, previous=previous).versions == Snapshot.build(by_type).versions

@@ -103,7 +103,7 @@ class Client:
             self.first = False
         if error:
             request.error_detail.CopyFrom(Status(code=3, message=error))
-        return self.stream.receive(request)
+        return decoded(self.stream.receive(request))
 
     def ack(self, response: DeltaDiscoveryResponse, **kw) -> list[DeltaDiscoveryResponse]:
         return self.send(response.type_url, nonce=response.nonce, **kw)
@@ -113,10 +113,15 @@ class Client:
 
     def update(self, snap: Snapshot) -> list[DeltaDiscoveryResponse]:
         self.cache.set(NODE, snap)
-        return self.stream.pending()
+        return decoded(self.stream.pending())
 
     def status(self, type_url: str):
         return self.info.types[type_url]
+
+
+def decoded(responses: list[bytes]) -> list[DeltaDiscoveryResponse]:
+    """The stream's responses are wire bytes (xds/wire.py): what a client would read."""
+    return [DeltaDiscoveryResponse.FromString(raw) for raw in responses]
 
 
 def one(responses: list[DeltaDiscoveryResponse], type_url: str | None = None) -> DeltaDiscoveryResponse:
@@ -576,7 +581,7 @@ def test_on_reconnect_removals_wait_for_the_world_to_be_complete(metrics):
     assert sent(one(fresh.send(LISTENER))) == versions(l_b)
 
     cache.set_complete()  # the source loaded, and l-a really is gone: it goes first, then its cluster
-    lds = one(client.stream.pending(), LISTENER)
+    lds = one(decoded(client.stream.pending()), LISTENER)
     assert list(lds.removed_resources) == ["l-a"]
     cds = one(client.ack(lds), CLUSTER)
     assert list(cds.removed_resources) == ["a"]

@@ -15,7 +15,7 @@ from google.rpc.status_pb2 import Status
 
 from envoy_control_plane.metrics import Metrics
 from envoy_control_plane.xds.cache import Snapshot, SnapshotCache
-from envoy_control_plane.xds.resource import Resource
+from envoy_control_plane.xds.resource import Resource, content_hash, version_of
 from envoy_control_plane.xds.sotw import SotwStream
 from envoy_control_plane.xds.stream import ProtocolError
 from envoy_control_plane.xds.streams import StreamRegistry
@@ -77,14 +77,14 @@ class Client:
         self.send(response.type_url, names, response.version_info, response.nonce)
 
     async def recv(self) -> DiscoveryResponse:
-        return await asyncio.wait_for(anext(self.responses), 2)
+        return DiscoveryResponse.FromString(await asyncio.wait_for(anext(self.responses), 2))
 
     async def silent(self) -> None:
         """Nothing arrives for a short while."""
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._pending()), 0.2)
 
-    async def _pending(self) -> DiscoveryResponse:
+    async def _pending(self) -> bytes:
         if not hasattr(self, "_next"):
             self._next = asyncio.ensure_future(anext(self.responses))
         return await self._next
@@ -92,7 +92,7 @@ class Client:
     async def recv_after_silent(self) -> DiscoveryResponse:
         response = await asyncio.wait_for(self._pending(), 2)
         del self._next
-        return response
+        return DiscoveryResponse.FromString(response)
 
     async def close(self) -> None:
         self.requests.put_nowait(None)
@@ -346,3 +346,28 @@ async def test_first_request_without_node_is_refused(cache, metrics):
     client.send(CLUSTER)
     with pytest.raises(ProtocolError):
         await client.recv()
+
+
+def carried_version(response: DiscoveryResponse) -> str:
+    """The version of exactly the resources a response carries (names decoded, versions hashed from the bytes)."""
+    carried = [Resource(response.type_url, n, content_hash(a.value), a.value) for n, a in zip(names(response), response.resources)]
+    return version_of(carried)
+
+
+async def test_each_response_is_versioned_by_exactly_what_it_carries(cache, client):
+    """A subset of a named type, the whole of it, a wildcard type, and one that keeps a cluster a listener uses."""
+    cache.set(NODE, snapshot(cluster("a"), cluster("b"), cla("a"), cla("b"), listener("l", "a")))
+    client.send(CLUSTER)
+    client.ack(cds := await client.recv())
+    client.send(ENDPOINT, ["a"])
+    client.ack(subset := await client.recv(), ["a"])
+    client.send(ENDPOINT, ["a", "b"])
+    client.ack(every := await client.recv(), ["a", "b"])
+    client.send(LISTENER)
+    client.ack(lds := await client.recv())
+    cache.set(NODE, snapshot(cluster("b", timeout=2), cla("b"), listener("l", "a")))  # "a" goes; l still uses it
+    kept = await client.recv()
+    assert names(kept) == ["b", "a"]
+    for response in (cds, subset, every, lds, kept):
+        assert response.version_info == carried_version(response), names(response)
+    assert subset.version_info != every.version_info

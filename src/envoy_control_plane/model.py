@@ -505,6 +505,8 @@ def _pod_ip(ref: ObjectRef, value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise ObjectError(str(ref), "status.podIP", f"must be a string, got {quote(value)}")
+    if _PLAIN_IPV4.fullmatch(value) and 0 < int(value[:value.index(".")]) < 224:
+        return value  # the common case, decided without ipaddress (3 us a pod): canonical, unicast, specified
     try:
         ip = ipaddress.ip_address(value)
     except ValueError:
@@ -515,6 +517,9 @@ def _pod_ip(ref: ObjectRef, value: Any) -> str | None:
 
 
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+# An IPv4 address as str(ipaddress.ip_address(...)) writes it: four decimal octets without leading zeros.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_PLAIN_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
 
 
 def _is_ready(ref: ObjectRef, conditions: Any) -> bool:

@@ -1,4 +1,8 @@
+import ipaddress
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from envoy_control_plane.model import ObjectError, parse_object
 from tests.unit.objects import egress_doc, ingress_doc, pod, pod_doc
@@ -130,3 +134,21 @@ def test_secret_problems_are_kept_by_key_without_the_data(change, key, problem):
     secret = parse_object(doc)
     assert secret.problem(key).startswith(problem)
     assert all(leaf.key.decode().splitlines()[1] not in p for _, p in secret.problems)
+
+
+@settings(max_examples=300, derandomize=True, database=None)
+@given(st.lists(st.sampled_from(["0", "1", "9", "10", "010", "99", "100", "199", "200", "223", "224", "239", "240",
+                                 "249", "250", "255", "256", "300", "", "1.2", " 1", "a"]), min_size=3, max_size=5))
+def test_a_pod_ip_is_what_ipaddress_makes_of_it(octets):
+    """The IPv4 fast path decides exactly as ipaddress does: canonical text, and no unspecified/multicast/broadcast."""
+    value = ".".join(octets)
+    try:
+        ip = ipaddress.ip_address(value)
+        want = "refused" if ip.is_unspecified or ip.is_multicast or str(ip) == "255.255.255.255" else str(ip)
+    except ValueError:
+        want = "refused"
+    try:
+        got = parse_object(pod_doc("p", "web", value)).ip
+    except ObjectError:
+        got = "refused"
+    assert got == want

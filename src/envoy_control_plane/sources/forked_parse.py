@@ -5,8 +5,8 @@ manifests (about 0.35 s) take turns on one core. `ForkedParse.start` forks befor
 parses every file exactly as the source would (`read_file`) and sends the results back pickled. The source then
 reads every file itself and takes a child's result only for a file whose text is still what the child parsed, so an
 edit in between is never missed; anything going wrong in the child (it crashed, was killed, could not pickle) leaves
-the source parsing everything itself, as without it. Only where `os.fork` exists and the process may run on
-two CPUs or more; this module imports nothing heavy, so that the fork happens early.
+the source parsing everything itself, as without it. Only where `os.fork` exists and another CPU is idle;
+this module imports nothing heavy, so that the fork happens early.
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ class ForkedParse:
 
     @classmethod
     def start(cls, paths: Iterable[Path], annotation: str) -> ForkedParse | None:
-        """Fork the child that parses the manifests under `paths`; None where there is no fork or no second CPU
-        to run it on (with one, the child would only take turns with the imports). Call it while the process has
-        no other thread."""
+        """Fork the child that parses the manifests under `paths`; None where there is no fork or no idle CPU to
+        run it on: with none (fewer than two CPUs, or a 1-minute load average that leaves none free) the child
+        would only take turns with the imports, and startup gets slower (measured: docs/performance.md). Call it
+        while the process has no other thread."""
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if not hasattr(os, "fork") or cpus < 2:
+        if not hasattr(os, "fork") or cpus < 2 or os.getloadavg()[0] > cpus - 1:
             return None
         roots = [Path(os.path.abspath(p)) for p in paths]
         read_fd, write_fd = os.pipe()

@@ -579,23 +579,32 @@ class ManifestSource:
     def _diff(self, path: Path, old: dict[ObjectRef, KubeObject], new: dict[ObjectRef, KubeObject]) -> set[ObjectRef]:
         """Record which objects `path` now defines; the objects whose version from it changed."""
         changed = set()
-        for ref in old.keys() | new.keys():
-            if old.get(ref) == new.get(ref):
-                continue
+        for ref, obj in new.items():
+            if old.get(ref) != obj:
+                changed.add(ref)
+                if ref not in old:
+                    self._define(ref, path)
+        for ref in old.keys() - new.keys():
             changed.add(ref)
-            paths = self._defined.setdefault(ref, [])
-            if ref not in new:
-                paths.remove(path)
-            elif ref not in old:
-                paths.append(path)
-                paths.sort(key=self._order)
-            if not paths:
-                del self._defined[ref]
-            if len(paths) > 1:
-                self._duplicates.add(ref)
-            else:
-                self._duplicates.discard(ref)
+            self._undefine(ref, path)
         return changed
+
+    def _define(self, ref: ObjectRef, path: Path) -> None:
+        paths = self._defined.get(ref)
+        if paths is None:
+            self._defined[ref] = [path]  # the common case: one file defines it
+            return
+        paths.append(path)
+        paths.sort(key=self._order)
+        self._duplicates.add(ref)
+
+    def _undefine(self, ref: ObjectRef, path: Path) -> None:
+        paths = self._defined[ref]
+        paths.remove(path)
+        if not paths:
+            del self._defined[ref]
+        if len(paths) <= 1:
+            self._duplicates.discard(ref)
 
     def _order(self, path: Path) -> tuple[int, tuple[str, ...]]:
         """Files count in the order of the paths named, then by name: of two defining one object, the first wins."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from envoy_control_plane.model import CLUSTER_NAME_ANNOTATION
 from envoy_control_plane.sources import manifests
@@ -15,6 +18,17 @@ from envoy_control_plane.sources.manifests import ManifestSource, read_file
 from envoy_control_plane.state import World
 from tests.unit.objects import egress_doc, ingress_doc, pod_doc
 from tests.unit.sources.test_manifests import write
+
+
+@pytest.fixture(autouse=True)
+def idle_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+
+
+def test_no_child_without_an_idle_cpu(tmp_path, monkeypatch):
+    cpus = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "getloadavg", lambda: (cpus - 0.5, 0.0, 0.0))
+    assert ForkedParse.start([tmp_path], CLUSTER_NAME_ANNOTATION) is None
 
 
 def _files(root: Path) -> tuple[Path, Path]:

@@ -529,9 +529,11 @@ def compare(runs: list[Json]) -> Json:
     return out
 
 
-def comparison_table(comparison: Json) -> str:
+def comparison_table(comparison: Json, source: str = "files") -> str:
+    """The comparison as Markdown; with source "kubernetes", the columns and the write row say what each read."""
     modes = list(comparison)
-    head = "| |" + "".join(f" ours {m} | peer {m} | ratio |" for m in modes)
+    ours, peer = ("ours (Kubernetes)", "peer (files)") if source == "kubernetes" else ("ours", "peer")
+    head = "| |" + "".join(f" {ours} {m} | {peer} {m} | ratio |" for m in modes)
     lines = [head, "|---|" + "---|---|---|" * len(modes)]
     for i, (label, unit, _) in enumerate(ROWS):
         cells = []
@@ -539,6 +541,8 @@ def comparison_table(comparison: Json) -> str:
             row = comparison[m][i]
             fmt = lambda v: "-" if v is None else f"{v:g} {unit}"  # noqa: E731
             cells.append(f" {fmt(row['ours'])} | {fmt(row['peer'])} | {row.get('ratio', '-')} |")
+        if source == "kubernetes" and "file write" in label:
+            label = label.replace("file write", "write (ours: API request; peer: file)")
         lines.append(f"| {label} |" + "".join(cells))
     return "\n".join(lines)
 
@@ -631,7 +635,7 @@ async def main_async(args: argparse.Namespace) -> Json:
         source = "ours from the fake Kubernetes API server, the peer from files" if args.source == "kubernetes" else ""
         print(f"ours vs {args.peer.name} (medians of {args.runs} alternated run(s) each; ratio = ours / peer"
               f"{'; ' + source if source else ''}):", file=sys.stderr)
-        print(comparison_table(doc["comparison"]), file=sys.stderr, flush=True)
+        print(comparison_table(doc["comparison"], args.source), file=sys.stderr, flush=True)
     return doc
 
 

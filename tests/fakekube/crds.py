@@ -40,8 +40,9 @@ def established(crd: dict) -> dict:
 
 
 def schema_of(store: Store, rtype: ResourceType) -> dict | None:
-    """The openAPIV3Schema the installed CRD gives `rtype`'s version, or None (no CRD, or no schema)."""
-    for crd in store.list(CRD, None, lambda _: True):
+    """The openAPIV3Schema the installed CRD gives `rtype`'s version, or None (no CRD, or no schema); the stored one,
+    for reading only."""
+    for crd in store.stored(CRD):
         spec = crd.get("spec") or {}
         if spec.get("group") != rtype.group or (spec.get("names") or {}).get("plural") != rtype.plural:
             continue

@@ -36,6 +36,8 @@ from .selectors import ObjectPredicate, field_selector, label_selector
 from .status import ApiError, expired
 from .store import Store, Watch, now
 
+WRITE_BATCH = 32 * 1024  # bytes of queued watch events written at once
+
 _PATCH_TYPES = {
     "application/merge-patch+json": "merge",
     "application/strategic-merge-patch+json": "strategic",
@@ -420,9 +422,18 @@ class FakeKube:
                     await response.write(self._bookmark(watch.rtype))
                     next_bookmark = loop.time() + self.bookmark_interval
                 continue
-            await response.write(event.line())
+            # Events already queued go out in one write of up to WRITE_BATCH bytes, as the real server's buffered
+            # writer sends them (it flushes when no more are queued): a burst is not one syscall per event.
+            events, lines = [event], [event.line()]
+            size = len(lines[0])
+            while size < WRITE_BATCH and not watch.queue.empty():
+                events.append(watch.queue.get_nowait())
+                lines.append(events[-1].line())
+                size += len(lines[-1])
+            await response.write(b"".join(lines))
             if self.sent is not None:
-                self.sent.record(watch.rtype, event)
+                for sent in events:
+                    self.sent.record(watch.rtype, sent)
 
     def _admit(self, request: web.Request, rtype: ResourceType, obj: dict) -> dict:
         """Validation of a written object (custom resources against their CRD; see crds.py)."""

@@ -93,6 +93,11 @@ class Store:
             if namespace in (None, ns) and matches(obj)
         ]
 
+    def stored(self, rtype: ResourceType) -> list[dict]:
+        """The objects of a type as stored, not copied: for reading only (the fake's own lookups, e.g. a CRD's schema
+        on every write of a custom resource, which copying every CRD made the most costly part of the write)."""
+        return list(self._by_type.get(rtype, {}).values())
+
     def exists(self, rtype: ResourceType, namespace: str, name: str) -> bool:
         return (rtype, namespace, name) in self._objects
 

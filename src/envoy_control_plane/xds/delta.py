@@ -65,11 +65,11 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
 from ..text import clip
-from .ordering import HOLDERS, may_send, push_order
+from .ordering import HOLDERS, may_send
 from .resource import Resource, content_hash
 from .stream import MAX_NAMES, ProtocolError, Stream
 from .streams import TypeStatus
-from .types import CLUSTER, ENDPOINT, WILDCARD_TYPES, label, short
+from .types import CLUSTER, ENDPOINT, WILDCARD_TYPES, short
 from .wire import delta_response
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, bytes, _TypeState]):
         state.status.rejected_resources = {
             n: v for n, v in state.status.rejected_resources.items() if n not in flight.sent and n not in flight.removed
         }
-        self._metrics.acks.labels(label(type_url)).inc()
+        self._count(self._metrics.acks, type_url)
         log.debug("node %s %s: ACK %s", self._node, short(type_url), flight.nonce)
 
     def _on_nack(
@@ -316,7 +316,7 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, bytes, _TypeState]):
 
     def _responses(self) -> Iterator[bytes]:
         unanswered: list[str] = []
-        for type_url in push_order(self._types):
+        for type_url in self._order:
             state = self._types.get(type_url)
             if state is None:
                 continue
@@ -401,8 +401,8 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, bytes, _TypeState]):
                     if endpoints.covers(eds_name):
                         endpoints.fresh.add(eds_name)  # Envoy finishes warming an updated EDS cluster only on EDS
         size = sum(len(r.body) for r in updates)
-        self._metrics.responses.labels(label(type_url)).inc()
-        self._metrics.response_bytes.labels(label(type_url)).inc(size)
+        self._count(self._metrics.responses, type_url)
+        self._count(self._metrics.response_bytes, type_url, size)
         if log.isEnabledFor(logging.DEBUG):  # _describe sorts and clips names
             log.debug(
                 "node %s: sent %s nonce %s: %s (%d bytes), version %s",

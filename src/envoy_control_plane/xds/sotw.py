@@ -34,8 +34,8 @@ from .resource import Resource, version_of
 from ..text import clip
 from .stream import MAX_NAMES, ProtocolError, Stream
 from .streams import TypeStatus
-from .ordering import may_send, push_order
-from .types import CLUSTER, ENDPOINT, LISTENER, WILDCARD_TYPES, label, short
+from .ordering import may_send
+from .types import CLUSTER, ENDPOINT, LISTENER, WILDCARD_TYPES, short
 from .wire import sotw_response
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class SotwStream(Stream[DiscoveryRequest, bytes, _TypeState]):
                 state.acked, state.unknown = state.sent, False
                 status.acked_resources = {name: r.version for name, r in state.acked.items()}
                 status.rejected_resources = {}
-                self._metrics.acks.labels(label(type_url)).inc()
+                self._count(self._metrics.acks, type_url)
                 log.debug("node %s %s: ACK %s", self._node, short(type_url), status.acked_version)
         elif not state.subscribed:
             # A new stream knows only what the client declares: if it already has our version, nothing is sent.
@@ -146,7 +146,7 @@ class SotwStream(Stream[DiscoveryRequest, bytes, _TypeState]):
 
     def _responses(self) -> Iterator[bytes]:
         unanswered: list[str] = []
-        for type_url in push_order(self._types):
+        for type_url in self._order:
             state = self._types.get(type_url)
             if state is None or not state.subscribed:
                 continue
@@ -215,8 +215,8 @@ class SotwStream(Stream[DiscoveryRequest, bytes, _TypeState]):
         if type_url == CLUSTER:
             self._state(ENDPOINT).force = True  # envoy finishes warming an updated EDS cluster only on a new EDS
         size = sum(len(r.body) for r in resources)
-        self._metrics.responses.labels(label(type_url)).inc()
-        self._metrics.response_bytes.labels(label(type_url)).inc(size)
+        self._count(self._metrics.responses, type_url)
+        self._count(self._metrics.response_bytes, type_url, size)
         log.debug(
             "node %s: sent %s version %s (%d resources, %d bytes)",
             self._node,

@@ -21,6 +21,7 @@ from ..metrics import Metrics
 from ..text import clip
 from .cache import Snapshot, SnapshotCache
 from .identity import NodeAuthorizer
+from .ordering import push_order
 from .streams import StreamInfo, TypeStatus
 from .types import SHORT_NAMES, label, short
 
@@ -84,6 +85,8 @@ class Stream(ABC, Generic[Request, Response, State]):
         self._wake_queued = False
         self._cancel_watch = lambda: None
         self._timer: asyncio.TimerHandle | None = None  # wakes run() at the earliest deadline (_arm)
+        self._children: dict[tuple[Any, str], Any] = {}  # (metric, label value) -> its child (_labelled)
+        self._order: list[str] = []  # the stream's types in push order (ordering.py), kept as types arrive
         # The oldest snapshot the client has not caught up with (monotonic time), and whether we sent it anything
         # since: for the push latency histogram.
         self._push_started: float | None = None
@@ -120,7 +123,7 @@ class Stream(ABC, Generic[Request, Response, State]):
         if request.type_url not in self._types and request.type_url not in SHORT_NAMES:
             if sum(t not in SHORT_NAMES for t in self._types) >= MAX_OTHER_TYPES:
                 raise ProtocolError(f"more than {MAX_OTHER_TYPES} unknown resource types on one stream")
-        self._metrics.requests.labels(label(request.type_url)).inc()
+        self._count(self._metrics.requests, request.type_url)
         self._on_request(request)
         return self.pending()
 
@@ -198,7 +201,20 @@ class Stream(ABC, Generic[Request, Response, State]):
         if state is None:
             state = self._types[type_url] = self._new_state()
             self._info.types[type_url] = state.status
+            self._order = push_order(self._types)
         return state
+
+    def _labelled(self, metric: Any, value: str) -> Any:
+        """The metric's child for a label value, looked up once per stream (labels() costs more than the count)."""
+        key = (metric, value)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(value)
+        return child
+
+    def _count(self, metric: Any, type_url: str, amount: float = 1) -> None:
+        """Count under the type's label (CDS, EDS, ... or `other`)."""
+        self._labelled(metric, label(type_url)).inc(amount)
 
     def _next_nonce(self) -> str:
         self._nonces += 1
@@ -213,7 +229,7 @@ class Stream(ABC, Generic[Request, Response, State]):
         """Count a NACK and keep its message (bounded); returns the message as logs show it."""
         status.nacks += 1
         status.last_nack = clip(message, NACK_LIMIT)
-        self._metrics.nacks.labels(label(type_url)).inc()
+        self._count(self._metrics.nacks, type_url)
         return status.last_nack
 
     def _connect(self, request: Request) -> None:
@@ -246,7 +262,7 @@ class Stream(ABC, Generic[Request, Response, State]):
         if sent or self._deadlines:
             return
         if self._push_sent:
-            self._metrics.push_seconds.labels(self.mode).observe(time.monotonic() - self._push_started)
+            self._labelled(self._metrics.push_seconds, self.mode).observe(time.monotonic() - self._push_started)
         self._push_started, self._push_sent = None, False
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:

@@ -350,7 +350,10 @@ async def test_first_request_without_node_is_refused(cache, metrics):
 
 def carried_version(response: DiscoveryResponse) -> str:
     """The version of exactly the resources a response carries (names decoded, versions hashed from the bytes)."""
-    carried = [Resource(response.type_url, n, content_hash(a.value), a.value) for n, a in zip(names(response), response.resources)]
+    carried = [
+        Resource(response.type_url, name, content_hash(a.value), a.value)
+        for name, a in zip(names(response), response.resources, strict=True)
+    ]
     return version_of(carried)
 
 

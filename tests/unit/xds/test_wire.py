@@ -31,9 +31,8 @@ def resources(draw: st.DrawFn, type_url: str) -> list[Resource]:
 @given(data=st.data(), type_url=TYPE_URLS, version=TEXT, nonce=TEXT)
 def test_a_sotw_response_is_protobufs_serialisation(data, type_url, version, nonce):
     items = data.draw(resources(type_url))
-    expected = discovery_pb2.DiscoveryResponse(
-        version_info=version, type_url=type_url, nonce=nonce, resources=[Any(type_url=type_url, value=r.body) for r in items]
-    )
+    anys = [Any(type_url=type_url, value=r.body) for r in items]
+    expected = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce, resources=anys)
     assert sotw_response(version, type_url, nonce, items) == expected.SerializeToString()
 
 
@@ -56,5 +55,6 @@ def test_a_delta_response_is_protobufs_serialisation(data, type_url, version, no
 
 def test_a_response_carries_each_body_as_it_is():
     body = b"\x0a\x03abc" * 1000
-    response = discovery_pb2.DiscoveryResponse.FromString(sotw_response("v", CLUSTER, "1", [Resource(CLUSTER, "a", "h", body)]))
+    raw = sotw_response("v", CLUSTER, "1", [Resource(CLUSTER, "a", "h", body)])
+    response = discovery_pb2.DiscoveryResponse.FromString(raw)
     assert [(a.type_url, a.value) for a in response.resources] == [(CLUSTER, body)]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import yaml
 from . import procs
 from .fanout import Run, log_times, summary
 from .procs import LogLine
-from .runners import HTTP_TIMEOUT, ControlPlane
+from .runners import ControlPlane, HttpChild
 from .topology import EGRESS_API, INGRESS_API, Pod, Topology
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +50,7 @@ def pod_object(pod: Pod) -> Json:
     return obj
 
 
-class FakeKubeProcess:
+class FakeKubeProcess(HttpChild):
     """`python -m tests.fakekube` as a child, with the calls the benchmark makes to it."""
 
     def __init__(self, workdir: Path) -> None:
@@ -59,14 +58,7 @@ class FakeKubeProcess:
         self.kubeconfig = workdir / "fake.kubeconfig"
         self.log_path = workdir / "fakekube.log"
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._session: aiohttp.ClientSession | None = None
         self._sent_next = 0
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def start(self) -> None:
         command = [sys.executable, "-m", "tests.fakekube", "--port", str(self.port), "--kubeconfig",
@@ -86,10 +78,8 @@ class FakeKubeProcess:
         raise TimeoutError(f"fake API server not up after {timeout} s; log: {self.log_path}")
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=HTTP_TIMEOUT)
         data = None if body is None else json.dumps(body)
-        async with self._session.request(method, self.url + path, data=data) as response:
+        async with self.session().request(method, self.url + path, data=data) as response:
             text = await response.text()
             if response.status != 200:
                 raise RuntimeError(f"fake API server: {method} {path}: HTTP {response.status}: {text[:300]}")
@@ -118,16 +108,6 @@ class FakeKubeProcess:
         for api, plural in ((INGRESS_API, "ingresslisteners"), (EGRESS_API, "egresslisteners")):
             items += (await self._call("GET", f"/apis/{api}/{plural}"))["items"]
         return items
-
-    def usage(self) -> procs.Usage:
-        return procs.usage(self.pid)
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        procs.stop(self.proc)
-
 
 class KubeControlPlane(ControlPlane):
     """Ours, reading the fake through a kubeconfig (`clusters:` in its config file) instead of manifests."""

@@ -25,7 +25,33 @@ def control_plane_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "envoy_control_plane"]
 
 
-class ControlPlane:
+class HttpChild:
+    """A child process we talk to over HTTP: its pid, CPU and memory, and stopping it (the session first)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    _session: aiohttp.ClientSession | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=HTTP_TIMEOUT)
+        return self._session
+
+    def usage(self) -> procs.Usage:
+        return procs.usage(self.pid)
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        procs.stop(self.proc)
+
+
+class ControlPlane(HttpChild):
     """`envoy-control-plane run --config X` on loopback, with free xDS and admin ports."""
 
     def __init__(self, workdir: Path, manifests: Path, debounce_ms: int | None = None) -> None:
@@ -45,19 +71,12 @@ class ControlPlane:
             "egress_address": "127.0.0.1",
         }
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.admin = f"http://127.0.0.1:{self.admin_port}"
-        self._session: aiohttp.ClientSession | None = None
 
     @property
     def xds(self) -> str:
         return f"127.0.0.1:{self.xds_port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def start(self) -> None:
         self.started = time.monotonic()
@@ -81,9 +100,7 @@ class ControlPlane:
             raise RuntimeError(f"control plane exited with {self.proc.returncode}; log: {self.log_path}")
 
     async def get(self, path: str) -> tuple[int, str]:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=HTTP_TIMEOUT)
-        async with self._session.get(self.admin + path) as response:
+        async with self.session().get(self.admin + path) as response:
             return response.status, await response.text()
 
     async def get_json(self, path: str) -> Any:
@@ -102,16 +119,6 @@ class ControlPlane:
                 with contextlib.suppress(ValueError):
                     samples[name] = float(value)
         return samples
-
-    def usage(self) -> procs.Usage:
-        return procs.usage(self.pid)
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        procs.stop(self.proc)
-
 
 class PeerControlPlane(ControlPlane):
     """Another xDS server serving the same manifests (../shared/peers/go-control-plane/gocp) in place of ours.

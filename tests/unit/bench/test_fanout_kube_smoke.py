@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.report import tables
+
 ROOT = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,3 +47,5 @@ def test_fanout_through_kubernetes() -> None:
     assert {"event_to_ack_s", "write_to_ack_s", "apiserver_cpu_s", "cpu_s"} <= rollout.keys()
     assert {"cpu_s_total", "peak_rss_mb"} <= run["control_plane"].keys()
     assert run["targets"]["zero_messages_to_unaffected_nodes"]
+    table = tables([run])  # docs/performance.md's tables, with the fake's CPU apart
+    assert "| 5 | 20 | sotw (Kubernetes) |" in table and "fake API server CPU s" in table and "| off |" in table

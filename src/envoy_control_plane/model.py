@@ -67,7 +67,7 @@ class UnnamedError(ObjectError):
     """An object without a usable identity (no mapping, no valid name or namespace): which object it is, is unknown."""
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ObjectRef:
     """Identifies one object within one source (a Kubernetes cluster or a manifest set)."""
 
@@ -79,7 +79,7 @@ class ObjectRef:
         return f"{self.kind} {self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pod:
     ref: ObjectRef
     cluster_name: str | None
@@ -276,7 +276,7 @@ class EgressSpec(_Spec):
         return check
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IngressListener:
     ref: ObjectRef
     created: str  # metadata.creationTimestamp (RFC 3339 sorts as text); "" when absent
@@ -284,7 +284,7 @@ class IngressListener:
     generation: int = 0  # metadata.generation: the spec version status conditions report (observedGeneration)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EgressListener:
     ref: ObjectRef
     created: str
@@ -292,7 +292,7 @@ class EgressListener:
     generation: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Secret:
     """The PEM material a listener can use, and what is wrong with it (by key). Only the three keys we use are kept;
     none of them is in the repr, so a Secret logged by accident shows no key."""

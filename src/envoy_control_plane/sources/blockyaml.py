@@ -62,7 +62,7 @@ def load(text: str) -> list[Any] | None:
         return None
     try:
         return _documents(text)
-    except _Refused:
+    except (_Refused, RecursionError):  # nested deeper than Python recurses: libyaml says how deep it may be
         return None
 
 

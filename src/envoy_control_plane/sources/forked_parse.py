@@ -3,7 +3,7 @@
 Startup is one CPU-bound thread: importing gRPC, the Envoy protos and aiohttp (about 0.35 s) and parsing 10,000 pods'
 manifests (about 0.35 s) take turns on one core. `ForkedParse.start` forks before those imports; the child reads and
 parses every file exactly as the source would (`read_file`) and sends the results back pickled. The source then
-reads every file itself and takes a child's result only for a file whose text is still what the child parsed, so an
+reads every file itself and takes a child's result only for a file whose content is what the child parsed, so an
 edit in between is never missed; anything going wrong in the child (it crashed, was killed, could not pickle) leaves
 the source parsing everything itself, as without it. Only where `os.fork` exists and another CPU is idle;
 this module imports nothing heavy, so that the fork happens early.
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Parsed = dict[Path, tuple[str, "FileResult"]]  # file -> (its text, what it parsed to): ManifestSource's parse cache
+Parsed = dict[Path, tuple[bytes, "FileResult"]]  # file -> (its content's digest, its result): the source's parse cache
 
 
 class ForkedParse:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import difflib
+import hashlib
 import logging
 import os
 import stat
@@ -88,11 +89,11 @@ _BOMS = (
 
 
 def read_file(
-    path: Path, cache: dict[Path, tuple[str, FileResult]] | None = None, *, annotation: str = CLUSTER_NAME_ANNOTATION
+    path: Path, cache: dict[Path, tuple[bytes, FileResult]] | None = None, *, annotation: str = CLUSTER_NAME_ANNOTATION
 ) -> FileResult:
-    """Read and parse one file. With `cache` (each file's last text and result), a file whose text did not change
-    is not parsed again: one pod edited among 10,000 costs reading the files, not parsing them all. `annotation`
-    names a pod's Envoy cluster (one cache serves one annotation)."""
+    """Read and parse one file. With `cache` (a digest of each file's last content, and its result), a file whose
+    content did not change is not parsed again: one pod edited among 10,000 costs reading the files, not parsing
+    them all. `annotation` names a pod's Envoy cluster (one cache serves one annotation)."""
     where = shown(path)
     try:
         if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read for ever
@@ -100,17 +101,18 @@ def read_file(
         data = path.read_bytes()
     except OSError as e:
         return FileResult(errors=[f"{where}: cannot read: {e.strerror or e}"], unreadable=True)
+    digest = hashlib.blake2b(data, digest_size=16).digest() if cache is not None else b""
+    if cache is not None and (cached := cache.get(path)) is not None and cached[0] == digest:
+        return cached[1]
     try:
         text = decode(data)
     except UnicodeDecodeError as e:
         return FileResult(errors=[f"{where}: not text: {e.reason} at byte {e.start} (expected UTF-8, or UTF-16/32 "
                                   "with a byte order mark)"], unreadable=True)
-    if cache is None:
-        return parse_text(path, text, annotation=annotation)
-    cached = cache.get(path)
-    if cached is None or cached[0] != text:
-        cached = cache[path] = (text, parse_text(path, text, annotation=annotation))
-    return cached[1]
+    result = parse_text(path, text, annotation=annotation)
+    if cache is not None:
+        cache[path] = (digest, result)
+    return result
 
 
 def shown(path: Path) -> str:
@@ -376,7 +378,7 @@ class ManifestSource:
         self._clock = clock
         self._roots = [Path(os.path.abspath(p)) for p in paths]  # watchfiles reports absolute paths
         self._files: dict[Path, _FileState] = {}
-        self._parsed: dict[Path, tuple[str, FileResult]] = {}  # each file's last text and what it parsed to
+        self._parsed: dict[Path, tuple[bytes, FileResult]] = {}  # each file's last content digest, what it gave
         self._defined: dict[ObjectRef, list[Path]] = {}  # the files defining each object; the first one counts
         self._duplicates: set[ObjectRef] = set()
         self._vanished: dict[Path, float] = {}  # files gone (or emptied) since, not deleted yet
@@ -423,7 +425,7 @@ class ManifestSource:
         answering meanwhile. The World changes on the event loop, as always."""
         if self._forked is not None:
             forked, self._forked = self._forked, None
-            self._parsed.update(await asyncio.to_thread(forked.take))  # used only for files whose text is the same
+            self._parsed.update(await asyncio.to_thread(forked.take))  # used only for files whose content is the same
         await asyncio.to_thread(self._parse_ahead, None)
         self.load()
 

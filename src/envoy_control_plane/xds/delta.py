@@ -92,6 +92,8 @@ class _InFlight:
     nonce: str
     sent: dict[str, Resource]
     removed: tuple[str, ...]
+    after: dict[str, str]  # what the client has once it applies all of it (name -> version), and its version
+    version: str
 
 
 @dataclass
@@ -232,7 +234,8 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, bytes, _TypeState]):
             self._applied(state, name, resource)
         for name in flight.removed:
             self._applied(state, name, None)
-        state.status.acked_version = _version(state.known)
+        # Usually the client now has exactly what the response said it would: its version was computed then.
+        state.status.acked_version = flight.version if state.known == flight.after else _version(state.known)
         state.status.acked_resources = dict(state.known)
         state.status.rejected_resources = {
             n: v for n, v in state.status.rejected_resources.items() if n not in flight.sent and n not in flight.removed
@@ -389,7 +392,7 @@ class DeltaStream(Stream[DeltaDiscoveryRequest, bytes, _TypeState]):
             after.pop(name, None)
         after.update((r.name, r.version) for r in updates)
         version = _version(after)
-        state.in_flight = _InFlight(nonce, {r.name: r for r in updates}, tuple(removals))
+        state.in_flight = _InFlight(nonce, {r.name: r for r in updates}, tuple(removals), after, version)
         self._awaiting(type_url)
         state.fresh.clear()
         state.answer = False

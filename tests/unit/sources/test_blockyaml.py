@@ -196,3 +196,13 @@ def test_a_manifest_is_taken_up_to_its_first_flow_collection() -> None:
 @pytest.mark.parametrize("text", LEFT_TO_PYYAML)
 def test_everything_else_is_left_to_pyyaml(text: str) -> None:
     assert blockyaml.load(text) is None
+
+
+def test_nesting_deeper_than_python_recurses_gets_pyyamls_error():
+    from pathlib import Path
+
+    from envoy_control_plane.sources.manifests import parse_text
+
+    deep = "".join(" " * i + "a:\n" for i in range(3000))
+    assert blockyaml.load(deep) is None
+    assert "exceeded maximum nesting depth" in parse_text(Path("deep.yaml"), deep).errors[0]

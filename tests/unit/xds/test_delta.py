@@ -296,6 +296,23 @@ def test_only_changed_resources_are_sent_and_only_after_the_ack(client, cache):
     assert sent(update) == versions(x2) and list(update.removed_resources) == []
 
 
+def test_the_acked_version_is_of_what_the_client_has_after_the_ack(client, cache):
+    """As the response announced it; or, when the client unsubscribed a name while it was in flight, without it."""
+    x, y = cla("x", 1), cla("y", 2)
+    cache.set(NODE, snapshot(x, y))
+    response = one(client.send(ENDPOINT, ["x", "y"]))
+    assert client.ack(response) == []
+    assert client.status(ENDPOINT).acked_version == response.system_version_info == _version_of(x, y)
+    update = one(client.update(snapshot(cla("x", 11), cla("y", 22))))
+    assert client.send(ENDPOINT, unsubscribe=["y"]) == []  # while `update` is in flight
+    assert client.ack(update) == []
+    assert client.status(ENDPOINT).acked_version == _version_of(cla("x", 11)) != update.system_version_info
+
+
+def _version_of(*resources: Resource) -> str:
+    return Snapshot.build({ENDPOINT: list(resources)}).version(ENDPOINT)
+
+
 def test_a_nack_is_logged_counted_recorded_and_not_resent(client, cache, metrics, caplog):
     x = cla("x", 1)
     cache.set(NODE, snapshot(x))

@@ -19,6 +19,7 @@ from .xds.types import short
 log = logging.getLogger(__name__)
 
 _SHOWN = 5  # node names in the line that sums up a rebuild
+DEBOUNCE_MAX_FACTOR = 10  # a burst that never goes quiet still rebuilds after this many debounce periods
 
 
 class Controller:
@@ -30,32 +31,54 @@ class Controller:
         addresses: Addresses,
         debounce: float,
         serve_secrets: bool = False,
+        debounce_max: float | None = None,
     ) -> None:
-        """`serve_secrets`: whether listeners with tls (and so their Secrets) may be sent (Config.may_serve_secrets)."""
+        """`debounce`: the quiet period (seconds) a burst of changes must end with before the rebuild; `debounce_max`:
+        the longest a pending change waits for that quiet (default DEBOUNCE_MAX_FACTOR x `debounce`).
+        `serve_secrets`: whether listeners with tls (and so their Secrets) may be sent (Config.may_serve_secrets)."""
         self.world = world
         self.cache = cache
         self.metrics = metrics
         self.addresses = addresses
         self.debounce = debounce
+        self.debounce_max = max(debounce, DEBOUNCE_MAX_FACTOR * debounce if debounce_max is None else debounce_max)
+        self.rebuilds = 0  # rebuilds run() started (tests and benches count them)
+        self._first_change = self._last_change = 0.0  # loop times of the first pending and the latest World change
         self.serve_secrets = serve_secrets
         self.secrets = ServedSecrets()
         self._changed = asyncio.Event()
         self._rejections: dict[str, tuple[str, ...]] = {}
         self._problems: dict[str, tuple[ListenerProblem, ...]] = {}  # node -> its listeners' Secret problems
         self.on_problems: Callable[[], None] | None = None  # told when listener_problems() changed
-        world.on_change = self._changed.set
+        world.on_change = self._on_change
 
     def listener_problems(self) -> list[ListenerProblem]:
         """Listeners held back (or served with a Secret's last good version), over every node, by node."""
         return [problem for node in sorted(self._problems) for problem in self._problems[node]]
 
+    def _on_change(self) -> None:
+        try:
+            self._last_change = asyncio.get_running_loop().time()
+        except RuntimeError:  # a change made outside the loop (tests, start-up): no burst to time
+            pass
+        if not self._changed.is_set():
+            self._first_change = self._last_change
+        self._changed.set()
+
     async def run(self) -> None:
-        """Rebuild after each burst of changes: wait for a change, let the burst settle, rebuild what it touched."""
+        """Rebuild after each burst of changes: wait for a change, then for `debounce` without one (a quiet period,
+        so a burst applied event by event, such as a rollout's watch events, makes one rebuild), but never longer
+        than `debounce_max` after the first change of the burst; rebuild what the burst touched."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._changed.wait()
             if self.debounce:
-                await asyncio.sleep(self.debounce)
+                deadline = self._first_change + self.debounce_max
+                # Sleep to the end of the quiet period; a change meanwhile moves that end (Istio's debounce).
+                while (wake := min(self._last_change + self.debounce, deadline)) > loop.time():
+                    await asyncio.sleep(wake - loop.time())
             self._changed.clear()
+            self.rebuilds += 1
             self.rebuild()
 
     def rebuild(self, everything: bool = False) -> None:

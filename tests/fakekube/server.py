@@ -6,7 +6,8 @@ What it speaks: discovery, list (paged from a consistent snapshot; continue toke
 (bookmarks, 410, 504 "Too large resource version"), create/replace/patch/delete, bearer tokens and client
 certificates (access.py; HTTPS with `tls=True`, certs.py), CRDs (apiextensions.k8s.io/v1) with schema validation
 of custom resources (crds.py, schema.py), OpenAPI v3 discovery (openapi.py) so that kubectl validates, the
-listeners' status subresource (subresources.py), core/v1 Events and coordination.k8s.io/v1 Leases.
+listeners' status subresource (subresources.py), core/v1 Events and coordination.k8s.io/v1 Leases; for the
+benchmark (bench/kube.py), when each watch event was written and writes applied in one go (benchapi.py).
 
 Checked with the real kubernetes_asyncio client in test_fakekube.py, and with kubectl (v1.32) in test_kubectl.py
 (skipped where kubectl is not installed): `python -m tests.fakekube --kubeconfig /tmp/fake.kubeconfig`, then

@@ -3,6 +3,7 @@
     python -m bench.fanout                                   # N=100, P=1,000, SotW then delta: a few minutes
     python -m bench.fanout --nodes 1000 --pods 10000 --mode sotw
     python -m bench.fanout --real-envoys --nodes 20 --pods 200   # 20 real Envoys instead of the simulated fleet
+    python -m bench.fanout --source kubernetes                   # fed through the fake API server (bench/kube.py)
 
 Each run generates manifests in a temporary directory (P pods over C Envoy clusters, one file per cluster; N nodes
 with E EgressListeners and I IngressListeners each, see bench/topology.py), starts `envoy-control-plane run --config X`

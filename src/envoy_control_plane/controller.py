@@ -43,6 +43,7 @@ class Controller:
         self.debounce = debounce
         self.debounce_max = max(debounce, DEBOUNCE_MAX_FACTOR * debounce if debounce_max is None else debounce_max)
         self.rebuilds = 0  # rebuilds run() started (tests and benches count them)
+        self.world_changes = 0  # World changes seen (the status writer's cue to look again)
         self._first_change = self._last_change = 0.0  # loop times of the first pending and the latest World change
         self.serve_secrets = serve_secrets
         self.secrets = ServedSecrets()
@@ -57,6 +58,7 @@ class Controller:
         return [problem for node in sorted(self._problems) for problem in self._problems[node]]
 
     def _on_change(self) -> None:
+        self.world_changes += 1
         try:
             self._last_change = asyncio.get_running_loop().time()
         except RuntimeError:  # a change made outside the loop (tests, start-up): no burst to time

@@ -35,11 +35,13 @@ from ..text import clip
 from ..translate.node import ListenerProblem
 from ..xds.cache import SnapshotCache
 from ..xds.streams import StreamRegistry, TypeStatus
+from ..xds.streams import changes as streams_changes
 from ..xds.types import LISTENER
 
 ACCEPTED, PROGRAMMED = "Accepted", "Programmed"
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 MESSAGE_LIMIT = 1024  # a condition message, Envoy's NACK text included
+_NO_LDS = TypeStatus()  # a stream that has not asked for LDS (made once: a new TypeStatus counts as a change)
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,23 @@ def listener_statuses(
     return result
 
 
+def inputs_version(
+    world_changes: int,
+    sources: Iterable[SourceStatus],
+    cache: SnapshotCache,
+    problems: Iterable[ListenerProblem] = (),
+) -> tuple[object, ...]:
+    """What listener_statuses() reads, summed up cheaply: while this value stays equal, so do the statuses.
+    `world_changes` counts the World's changes (Controller.world_changes); the streams' knowledge is counted by
+    xds.streams.changes(); the sources' invalid objects and the controller's problems are few, and copied."""
+    invalid = [(s.name, dict(s.invalid)) for s in sources]
+    return world_changes, cache.changes, streams_changes(), invalid, list(problems)
+
+
 def _lds_by_node(streams: StreamRegistry) -> dict[str, list[TypeStatus]]:
     """Each connected node's streams' LDS status (a stream that has not asked for LDS yet counts, with nothing)."""
     return {
-        node: [info.types.get(LISTENER) or TypeStatus() for info in infos]
+        node: [info.types.get(LISTENER) or _NO_LDS for info in infos]
         for node, infos in streams.by_node().items()
         if node
     }

@@ -88,11 +88,18 @@ class StatusWriter:
         identity: str,
         metrics: Metrics,
         namespace: str,
+        inputs: Callable[[], object] | None = None,
     ) -> None:
-        """`namespace` is where the lease lives (config.status.lease.namespace, resolved by the caller)."""
+        """`namespace` is where the lease lives (config.status.lease.namespace, resolved by the caller). `inputs`
+        returns a value that stays equal while `statuses()` would say the same (conditions.inputs_version): a round
+        with nothing new, no re-list due and no failure to retry then computes nothing. Without it every round
+        computes every status."""
         self._clusters = {c.name: c for c in clusters}
         self._listener_sources = [c.name for c in clusters if c.listenersource]  # the others have no listeners to read
         self._statuses = statuses
+        self._inputs = inputs
+        self._done: object = None  # inputs() of the last round that wrote everything (None: none did)
+        self.rounds = 0  # rounds that computed the statuses (tests and benches count them)
         self.config = config
         self.identity = identity
         self._metrics = metrics
@@ -135,9 +142,16 @@ class StatusWriter:
         self._metrics.status_leader.set(int(leading))
         self._observed.clear()  # a new term starts from what the clusters say, not from an older memory
         self._listed.clear()
+        self._done = None
 
     async def write_once(self) -> None:
-        """One round: every Kubernetes listener whose status differs from what its object says is patched."""
+        """One round: every Kubernetes listener whose status differs from what its object says is patched. Skipped
+        when the last round wrote everything, nothing the statuses depend on changed since, and no re-list is due."""
+        inputs = self._inputs() if self._inputs is not None else None
+        if inputs is not None and inputs == self._done and not self._resync_due():
+            return
+        self._done = None
+        self.rounds += 1
         by_cluster: dict[str, list[ListenerStatus]] = {}
         for status in self._statuses():
             if status.source in self._clusters:
@@ -166,6 +180,13 @@ class StatusWriter:
         for key in [k for k in self._refused if k not in known]:
             del self._refused[key]
         self._limits.keep_only(known)
+        if not self._failing:
+            self._done = inputs
+
+    def _resync_due(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        return any(self._listed.get(name) is None or now - self._listed[name] >= self.config.resync_s
+                   for name in self._listener_sources)
 
     async def _write_cluster(self, name: str, client: KubeClient, statuses: list[ListenerStatus]) -> None:
         loop = asyncio.get_running_loop()

@@ -57,6 +57,7 @@ class SnapshotCache:
         self._history: dict[str, deque[Snapshot]] = {}
         self._watchers: dict[str, set[Listener]] = defaultdict(set)
         self._complete = complete
+        self.changes = 0  # snapshots stored that changed some version (the status writer's cue to look again)
 
     @property
     def complete(self) -> bool:
@@ -102,6 +103,7 @@ class SnapshotCache:
         if changed and old is not EMPTY:
             self._history.setdefault(node, deque(maxlen=HISTORY)).appendleft(old)
         if changed:
+            self.changes += 1
             for watcher in list(self._watchers.get(node, ())):
                 watcher(snapshot)
         return changed

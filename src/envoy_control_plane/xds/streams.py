@@ -10,9 +10,25 @@ from typing import Any
 from ..text import clip, rfc3339
 from .types import short
 
+_changes = 0  # assignments to any TypeStatus or StreamInfo field, streams opened and closed
+
+
+def changes() -> int:
+    """A count that moves whenever any stream's knowledge changes (the status writer's cue to look again). Fields
+    are replaced, never changed in place (a stream's `types` gets each TypeStatus once, made, and so counted, just
+    before), so counting assignments counts every change."""
+    return _changes
+
+
+class _Counted:
+    def __setattr__(self, name: str, value: Any) -> None:
+        global _changes
+        _changes += 1
+        object.__setattr__(self, name, value)
+
 
 @dataclass
-class TypeStatus:
+class TypeStatus(_Counted):
     """One stream's view of one type: what was sent, what the client has, and its last NACK."""
 
     nonce: str = ""
@@ -40,7 +56,7 @@ class TypeStatus:
 
 
 @dataclass
-class StreamInfo:
+class StreamInfo(_Counted):
     id: int
     mode: str  # "sotw" or "delta"
     peer: str
@@ -69,6 +85,8 @@ class StreamRegistry:
         return info
 
     def close(self, info: StreamInfo) -> None:
+        global _changes
+        _changes += 1
         self._streams.pop(info.id, None)
 
     def by_node(self) -> dict[str, list[StreamInfo]]:

@@ -120,8 +120,10 @@ class XdsConfig(Endpoint):
     tls: XdsTlsConfig | None = None
     # Serve SDS secrets (private keys) to clients that did not prove who they are: for demos and tests only.
     insecure_secrets: bool = False
-    # Hold a burst of source events this long before rebuilding snapshots, so a rollout is a few pushes, not many.
+    # Rebuild snapshots once no source event came for this long, so a rollout is one push per node, not many...
     debounce_ms: int = Field(default=20, ge=0, le=10_000)
+    # ...but at most this long after the burst's first event (a stream that never goes quiet); default 10 x debounce_ms.
+    debounce_max_ms: int | None = Field(default=None, ge=0, le=600_000)
     # Serve xDS only once every source has loaded, or after this long (a cluster that cannot be reached).
     initial_sync_timeout_s: float = Field(default=10, ge=0, le=600)
     # Wait this long at most for an Envoy to answer (ACK or NACK) a response before other types go ahead without it.

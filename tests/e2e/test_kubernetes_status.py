@@ -4,6 +4,7 @@ holder writes, the other taking over once the holder is killed."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -180,3 +181,22 @@ async def _ready(process: _Process) -> bool:
 
 async def _after(timestamp: str) -> bool:
     return now() > timestamp
+
+
+async def test_idle_rounds_compute_nothing_and_a_change_is_still_written(fake_clusters, start_kube_plane):
+    aws = await fake_clusters("aws")
+    aws.kube.upsert(kegress("out", "node-a", free_port(), 8080, "backends"))
+    plane = await start_kube_plane(aws, status=FAST_STATUS)
+    writer = plane.control_plane.status_writer
+
+    def endpoints() -> int | None:
+        return (aws.kube.get("EgressListener", "default", "out").get("status") or {}).get("endpoints")
+
+    await wait_until(lambda: endpoints() == 0, what="the first status")
+    await wait_until(lambda: writer._done is not None, what="a round that wrote everything")
+    rounds = writer.rounds
+    for _ in range(10):  # ten rounds' worth of nothing (its own status read back through the watch included)
+        await asyncio.sleep(FAST_STATUS["interval_s"])
+    assert writer.rounds == rounds
+    aws.kube.upsert(kpod("b1", "127.0.0.2", "backends"))
+    await wait_until(lambda: endpoints() == 1, what="the new endpoint in the status")

@@ -197,3 +197,13 @@ def test_status_defaults_write_with_a_lease_in_the_first_cluster():
     status = build_config({"clusters": [{"name": "aws"}]}).status
     assert status.write and status.lease.cluster is None and status.lease.name == "envoy-control-plane"
     assert (status.lease.duration_s, status.lease.renew_deadline_s, status.lease.retry_period_s) == (15, 10, 2)
+
+
+def test_the_debounce_ceiling_defaults_to_ten_quiet_periods(tmp_path):
+    from envoy_control_plane.app import ControlPlane
+
+    path = tmp_path / "c.yaml"
+    path.write_text("xds: {debounce_ms: 30}\n")
+    assert ControlPlane(load_config(path)).controller.debounce_max == pytest.approx(0.3)
+    path.write_text("xds: {debounce_ms: 30, debounce_max_ms: 1000}\n")
+    assert ControlPlane(load_config(path)).controller.debounce_max == pytest.approx(1.0)

@@ -20,7 +20,7 @@ from .model import ObjectRef
 from .state import World
 from .statefile import SavedState, StateKeeper
 from .text import quote
-from .status.conditions import ListenerStatus, listener_statuses
+from .status.conditions import ListenerStatus, inputs_version, listener_statuses
 from .translate.node import Addresses
 from .xds.cache import SnapshotCache
 from .xds.server import check_port, start_xds_server
@@ -45,8 +45,10 @@ class ControlPlane:
         self.cache = SnapshotCache(complete=False)  # complete once every source has loaded: see start()
         self.streams = StreamRegistry()
         addresses = Addresses(ingress=config.ingress_address, egress=config.egress_address)
+        debounce_max = None if config.xds.debounce_max_ms is None else config.xds.debounce_max_ms / 1000
         self.controller = Controller(
-            self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000, config.may_serve_secrets
+            self.world, self.cache, self.metrics, addresses, config.xds.debounce_ms / 1000, config.may_serve_secrets,
+            debounce_max,
         )
         self.controller.on_problems = self._publish_listener_problems
         self.manifests = (
@@ -73,7 +75,7 @@ class ControlPlane:
             status = config.status
             self.status_writer = StatusWriter(
                 config.clusters, self.listener_statuses, status, status.identity or default_identity(), self.metrics,
-                status.lease.namespace or own_namespace(),
+                status.lease.namespace or own_namespace(), inputs=self._status_inputs,
             )
         self.keeper = StateKeeper(config.state_dir, self.world, self._origin) if config.state_dir else None
         self._restored: set[str] = set()  # sources whose last objects came from the state file
@@ -98,6 +100,11 @@ class ControlPlane:
         return listener_statuses(
             self.world, self.sources(), self.cache, self.streams, self.controller.listener_problems()
         )
+
+    def _status_inputs(self) -> object:
+        """What listener_statuses() reads, summed up: the status writer computes nothing while it stays equal."""
+        return inputs_version(self.controller.world_changes, self.sources(), self.cache,
+                              self.controller.listener_problems())
 
     async def start(self) -> None:
         """Restore the state file, start the sources and admin, wait for the sources' first load, then serve xDS.

@@ -129,6 +129,15 @@ class XdsConfig(Endpoint):
     # Wait this long at most for an Envoy to answer (ACK or NACK) a response before other types go ahead without it.
     ack_timeout_s: float = Field(default=10, gt=0, le=600)
 
+    @model_validator(mode="after")
+    def _debounce_ordered(self) -> XdsConfig:
+        if self.debounce_max_ms is not None and self.debounce_max_ms < self.debounce_ms:
+            raise ValueError(
+                f"debounce_max_ms ({self.debounce_max_ms}) is less than debounce_ms ({self.debounce_ms}): the ceiling "
+                "cannot come before the quiet period"
+            )
+        return self
+
 
 class AdminConfig(Endpoint):
     port: int = Field(default=18001, ge=1, le=65535)

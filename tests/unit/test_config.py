@@ -207,3 +207,9 @@ def test_the_debounce_ceiling_defaults_to_ten_quiet_periods(tmp_path):
     assert ControlPlane(load_config(path)).controller.debounce_max == pytest.approx(0.3)
     path.write_text("xds: {debounce_ms: 30, debounce_max_ms: 1000}\n")
     assert ControlPlane(load_config(path)).controller.debounce_max == pytest.approx(1.0)
+
+
+def test_a_debounce_ceiling_below_the_quiet_period_is_refused():
+    with pytest.raises(ConfigError, match=r"xds: .*debounce_max_ms \(10\) is less than debounce_ms \(30\)"):
+        build_config({"xds": {"debounce_ms": 30, "debounce_max_ms": 10}})
+    assert build_config({"xds": {"debounce_ms": 30, "debounce_max_ms": 30}}).xds.debounce_max_ms == 30

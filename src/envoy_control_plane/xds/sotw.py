@@ -134,11 +134,11 @@ class SotwStream(Stream[DiscoveryRequest, bytes, _TypeState]):
             name: r.version for name, r in state.sent.items() if status.acked_resources.get(name) != r.version
         }
         log.warning(
-            "node %s rejected %s version %s (keeps %s): %s",
+            "node %s rejected %s version %s (the last version it accepted: %s): %s",
             self._node,
             short(type_url),
             status.sent_version,
-            clip(request.version_info, 64) or "nothing",
+            clip(request.version_info, 64) or "none",
             message,
         )
 

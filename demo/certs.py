@@ -8,7 +8,10 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
+import ssl
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -98,3 +101,17 @@ def tls_secret(name: str, leaf: Leaf | None, ca: CA | bytes | None, namespace: s
         "type": "kubernetes.io/tls" if leaf is not None else "Opaque",
         "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
     }
+
+
+def client_context(ca: CA, leaf: Leaf | None) -> ssl.SSLContext:
+    """A TLS client that trusts `ca` and presents `leaf` (or no certificate). No hostname check: the mesh's
+    certificates name workloads by URI SANs."""
+    context = ssl.create_default_context(cadata=ca.cert.decode())
+    context.check_hostname = False
+    if leaf is not None:
+        with tempfile.TemporaryDirectory() as tmp:  # ssl loads a certificate chain from files only
+            cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+            cert.write_bytes(leaf.cert)
+            key.write_bytes(leaf.key)
+            context.load_cert_chain(cert, key)
+    return context

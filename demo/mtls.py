@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import yaml
 
 from envoy_control_plane.model import API_VERSIONS, CLUSTER_NAME_ANNOTATION
 
-from .certs import CA, Leaf, tls_secret
+from .certs import CA, client_context, tls_secret
 from .ports import Ports
 from .processes import Failed
 
@@ -70,23 +68,10 @@ async def show(certs: Certificates, ports: Ports, exchange: Any, say: Any) -> No
     server_cert = await _presented(ports.server_admin)
     say(f"  certificates presented (each Envoy's /certs): demo-node {client_cert}; {SERVER_NODE} {server_cert}")
     for label, leaf in (("a client with a SAN outside rbac.sans", certs.stranger), ("a client without a certificate", None)):
-        reply = await exchange((SERVER_IP, ports.mtls_ingress), ssl_context=_client_context(certs.ca, leaf))
+        reply = await exchange((SERVER_IP, ports.mtls_ingress), ssl_context=client_context(certs.ca, leaf))
         say(f"  direct to {ingress} from {label}: " + (f"answered by {reply}" if reply else "refused"))
         if reply:
             raise Failed(f"mTLS ingress {ingress}: {label} was answered by {reply}, expected a refusal")
-
-
-def _client_context(ca: CA, leaf: Leaf | None) -> ssl.SSLContext:
-    """A client's TLS: trusting `ca`, presenting `leaf` (or no certificate)."""
-    context = ssl.create_default_context(cadata=ca.cert.decode())
-    context.check_hostname = False
-    if leaf is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-            cert.write_bytes(leaf.cert)
-            key.write_bytes(leaf.key)
-            context.load_cert_chain(cert, key)
-    return context
 
 
 async def _presented(admin_port: int) -> str:

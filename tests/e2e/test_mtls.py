@@ -7,15 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import tempfile
-from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 from cryptography import x509
 
-from demo.certs import CA, Leaf, tls_secret
+from demo.certs import CA, Leaf, client_context, tls_secret
 
 from .harness import egress, free_port, ingress, pod, settle, talk, wait_until
 
@@ -50,19 +48,6 @@ async def echo_app(host: str = "127.0.0.1") -> tuple[asyncio.Server, int]:
 
     server = await asyncio.start_server(handle, host, 0)
     return server, server.sockets[0].getsockname()[1]
-
-
-def tls_client(ca: CA, leaf: Leaf | None) -> ssl.SSLContext:
-    """A client that trusts the mesh CA (the server's SAN is a URI: no hostname check) and presents `leaf`."""
-    context = ssl.create_default_context(cadata=ca.cert.decode())
-    context.check_hostname = False
-    if leaf is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            cert, key = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
-            cert.write_bytes(leaf.cert)
-            key.write_bytes(leaf.key)
-            context.load_cert_chain(cert, key)
-    return context
 
 
 async def tls_talk(port: int, context: ssl.SSLContext, line: str = "hello") -> tuple[str | None, int | None]:
@@ -121,10 +106,10 @@ async def test_mtls_hop_admits_only_the_allowed_certificate_and_rotates_in_place
     assert await client.stat("cluster.egress_secure-out_cluster.ssl.handshake") >= 1
 
     # The right certificate is admitted; no certificate, another CA, a SAN outside rbac.sans and plaintext are not.
-    assert (await tls_talk(listen, tls_client(mesh.ca, mesh.client)))[0] == "app hello"
-    assert (await tls_talk(listen, tls_client(mesh.ca, None)))[0] is None
-    assert (await tls_talk(listen, tls_client(mesh.ca, mesh.foreign)))[0] is None
-    assert (await tls_talk(listen, tls_client(mesh.ca, mesh.stranger)))[0] is None
+    assert (await tls_talk(listen, client_context(mesh.ca, mesh.client)))[0] == "app hello"
+    assert (await tls_talk(listen, client_context(mesh.ca, None)))[0] is None
+    assert (await tls_talk(listen, client_context(mesh.ca, mesh.foreign)))[0] is None
+    assert (await tls_talk(listen, client_context(mesh.ca, mesh.stranger)))[0] is None
     plaintext = await talk(listen, host=SERVER_IP)
     assert plaintext is None or plaintext.startswith("\x15")  # at most a TLS alert, never the app
     assert await server.stat("rbac_ingress.rbac.denied") == 1  # the stranger: a valid certificate, a wrong SAN
@@ -144,7 +129,7 @@ async def test_mtls_hop_admits_only_the_allowed_certificate_and_rotates_in_place
     rotated = Mesh.__new__(Mesh)
     rotated.ca, rotated.client, rotated.server = mesh.ca, mesh.ca.issue("client", [CLIENT_SAN]), mesh.ca.issue("server", [SERVER_SAN])
     manifests.write("mesh.yaml", *mtls_manifests(rotated, listen, app_port, egress_port))
-    good_client = tls_client(mesh.ca, rotated.client)
+    good_client = client_context(mesh.ca, rotated.client)
 
     async def new_certificate() -> bool:
         return (await tls_talk(listen, good_client))[1] == rotated.server.serial
@@ -155,7 +140,7 @@ async def test_mtls_hop_admits_only_the_allowed_certificate_and_rotates_in_place
     assert await asyncio.wait_for(reader.readline(), 5) == b"app after\n"
     writer.close()
     assert (await server.stat("listener_manager.listener_modified"), await client.stat("listener_manager.listener_modified")) == modified
-    assert (await tls_talk(listen, tls_client(mesh.ca, mesh.client)))[0] == "app hello"  # the old leaf: same CA
+    assert (await tls_talk(listen, client_context(mesh.ca, mesh.client)))[0] == "app hello"  # the old leaf: same CA
     app.close()
 
 
@@ -252,16 +237,16 @@ async def test_http_layer_answers_through_envoys_router_over_mtls(manifests, sta
             assert await server.stat("http.http.downstream_rq_2xx") >= 1
             # A valid certificate with a SAN outside rbac.sans: the HTTP RBAC filter answers 403.
             url = f"https://{SERVER_IP}:{listen}/hi"
-            async with session.get(url, ssl=tls_client(mesh.ca, mesh.stranger)) as response:
+            async with session.get(url, ssl=client_context(mesh.ca, mesh.stranger)) as response:
                 assert response.status == 403
-            async with session.get(url, ssl=tls_client(mesh.ca, mesh.client)) as response:
+            async with session.get(url, ssl=client_context(mesh.ca, mesh.client)) as response:
                 assert (response.status, await response.text()) == (200, "app 1.1 /hi")
     finally:
         await runner.cleanup()
 
 
 async def _reply_tls(port: int, mesh: Mesh) -> bool:
-    return (await tls_talk(port, tls_client(mesh.ca, mesh.client)))[0] == "app hello"
+    return (await tls_talk(port, client_context(mesh.ca, mesh.client)))[0] == "app hello"
 
 
 async def _problem(plane, *fragments: str) -> bool:
@@ -287,7 +272,7 @@ async def test_secrets_from_kubernetes_are_looked_up_in_the_listeners_own_cluste
         cluster.kube.upsert(listener)
     plane = await start_kube_plane(aws, gcp, ingress_address=SERVER_IP, xds=SECRETS_ON)
     server = await start_envoy("server-node", plane.xds_port)
-    client = tls_client(mesh.ca, mesh.client)
+    client = client_context(mesh.ca, mesh.client)
     for name in ("aws", "gcp"):
         reply, serial = await wait_until(lambda: _served(ports[name], client), what=f"{name}'s listener")
         assert (reply, serial) == ("app hello", leaves[name].serial)

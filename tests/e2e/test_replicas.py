@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from .harness import PlaneProcess, egress, free_port, ingress, pod, settle, talk, talk_many, wait_until
+from .harness import PlaneProcess, free_port, settle, talk, talk_many, wait_until
+from .harness.manifests import write_two_pods_egress_and_ingress
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -29,12 +30,7 @@ async def test_envoy_moves_to_the_other_replica_on_sigterm_and_reapplies_nothing
     pods = await backends({"a": "127.0.0.2", "b": "127.0.0.3"})
     app = (await backends({"app": "127.0.0.1"}))["app"]
     egress_port, ingress_port = free_port(), free_port()
-    manifests.write("pods.yaml", pod("a", "127.0.0.2", "backends"), pod("b", "127.0.0.3", "backends"))
-    manifests.write(
-        "listeners.yaml",
-        egress("backends", "node-a", egress_port, pods.port, "backends"),
-        ingress("app", "node-a", ingress_port, app.port, rbacallowcluster="backends"),
-    )
+    write_two_pods_egress_and_ingress(manifests, pods.port, app.port, egress_port, ingress_port)
     one, two = await start_plane_process("one"), await start_plane_process("two")
     envoy = await start_envoy("node-a", one.xds_port, delta=delta, replica_ports=[two.xds_port])
     # Both replicas hold the same snapshot, with the same versions.

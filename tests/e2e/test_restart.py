@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from .harness import egress, free_port, ingress, pod, settle, talk, talk_many, wait_until
+from .harness import free_port, settle, talk, talk_many, wait_until
+from .harness.manifests import write_two_pods_egress_and_ingress
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,12 +24,7 @@ async def test_envoy_survives_a_control_plane_kill_and_gets_nothing_new_after_th
     pods = await backends({"a": "127.0.0.2", "b": "127.0.0.3"})
     app = (await backends({"app": "127.0.0.1"}))["app"]
     egress_port, ingress_port = free_port(), free_port()
-    manifests.write("pods.yaml", pod("a", "127.0.0.2", "backends"), pod("b", "127.0.0.3", "backends"))
-    manifests.write(
-        "listeners.yaml",
-        egress("backends", "node-a", egress_port, pods.port, "backends"),
-        ingress("app", "node-a", ingress_port, app.port, rbacallowcluster="backends"),
-    )
+    write_two_pods_egress_and_ingress(manifests, pods.port, app.port, egress_port, ingress_port)
     plane = await start_plane_process()
     envoy = await start_envoy("node-a", plane.xds_port)
     await plane.admin.wait_in_sync("node-a")

@@ -114,3 +114,16 @@ def write_egress_and_ingress(
     manifests.write("pods.yaml", pod("a", "127.0.0.2", "backends"))
     manifests.write("egress.yaml", egress("backends", "node-a", egress_port, pod_port, "backends"))
     manifests.write("ingress.yaml", ingress("app", "node-a", ingress_port, app_port, rbacallowcluster="backends"))
+
+
+def write_two_pods_egress_and_ingress(
+    manifests: ManifestDir, pod_port: int, app_port: int, egress_port: int, ingress_port: int
+) -> None:
+    """Node node-a's listeners in one file: egress_backends (to pods `a`, 127.0.0.2, and `b`, 127.0.0.3, on
+    `pod_port`; pods.yaml) and ingress_app (to `app_port`, admitting the pods of `backends`; listeners.yaml)."""
+    manifests.write("pods.yaml", pod("a", "127.0.0.2", "backends"), pod("b", "127.0.0.3", "backends"))
+    manifests.write(
+        "listeners.yaml",
+        egress("backends", "node-a", egress_port, pod_port, "backends"),
+        ingress("app", "node-a", ingress_port, app_port, rbacallowcluster="backends"),
+    )
